@@ -1,0 +1,308 @@
+"""`imss-milter run`: a supervising master and pre-forked worker processes sharing one milter socket.
+
+Why processes: scanning is CPU work and Python threads share one core, so
+the master opens the libmilter socket once, drops privileges and forks
+`workers` children that each run libmilter's thread-per-connection loop on
+the inherited socket (libmilter reuses an already-open listening socket).
+The kernel spreads connections over the children.
+
+Signals go to the master (libmilter inside a worker would treat SIGHUP as
+"stop"): SIGHUP validates the rule files and, when they load, bumps a
+shared generation counter that every worker watches and reloads on; an
+invalid rule set is reported and the old one stays. SIGTERM/SIGINT make
+the workers stop accepting and finish the messages in flight.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import logging
+import multiprocessing
+import os
+import pwd
+import signal
+import socket
+import sys
+import threading
+import time
+
+import Milter
+import milter as libmilter
+
+from .errors import ConfigError, ImssError
+from .milter import ImssMilter, activity
+from .runtime import Runtime
+
+log = logging.getLogger("imss_milter")
+
+MILTER_NAME = "imss-milter"
+WORKER_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
+
+
+def socket_path(spec: str) -> str | None:
+    """The filesystem path of a unix:/local: socket spec, or None for inet sockets."""
+    for prefix in ("unix:", "local:"):
+        if spec.startswith(prefix):
+            return spec[len(prefix):]
+    if spec.startswith("/"):
+        return spec
+    return None
+
+
+def resolve_user(settings):
+    """(uid, gid) to run as, or None to stay as we are. Root without a user is refused."""
+    user = settings.milter.user
+    if os.geteuid() != 0:
+        return None
+    if not user:
+        log.warning("running as root: set milter.user to drop privileges")
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ConfigError(f"milter.user {user!r} does not exist: create it (make install-system) "
+                          "or set milter.user", settings.source) from None
+    gid = entry.pw_gid
+    if settings.milter.group:
+        try:
+            gid = grp.getgrnam(settings.milter.group).gr_gid
+        except KeyError:
+            raise ConfigError(f"milter.group {settings.milter.group!r} does not exist", settings.source) from None
+    return entry.pw_uid, gid, entry.pw_name
+
+
+def ensure_dir(path: str, mode: int, owner) -> None:
+    os.makedirs(path, mode=mode, exist_ok=True)
+    if owner is not None and os.geteuid() == 0:
+        os.chown(path, owner[0], owner[1])
+
+
+def register_callbacks(socket_spec: str, timeout: int) -> None:
+    """Wire pymilter's module-level callbacks to ImssMilter (what Milter.runmilter does, minus main())."""
+    Milter.factory = ImssMilter
+    libmilter.set_connect_callback(Milter.connect_callback)
+    libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
+    libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
+    libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
+    libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
+    libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
+    libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
+    libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
+    libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
+    libmilter.set_close_callback(Milter.close_callback)
+    # An exception that escapes our guards (a bug in glue code) still tempfails, never accepts.
+    libmilter.set_exception_policy(libmilter.TEMPFAIL)
+    libmilter.set_flags(libmilter.ADDHDRS | libmilter.CHGHDRS | libmilter.ADDRCPT | libmilter.DELRCPT
+                        | libmilter.CHGBODY | libmilter.CHGFROM | libmilter.QUARANTINE)
+    libmilter.setconn(socket_spec)
+    if timeout > 0:
+        libmilter.settimeout(timeout)
+    libmilter.register(MILTER_NAME,
+                       data=lambda ctx: ctx.getpriv().data(),
+                       unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
+                       negotiate=Milter.negotiate_callback)
+
+
+class Master:
+    """Supervises the workers: starts them, restarts dead ones, relays reload and stop."""
+
+    def __init__(self, settings, runtime: Runtime):
+        self.settings = settings
+        self.runtime = runtime
+        self.generation = multiprocessing.Value("L", 0, lock=False)   # shared memory, inherited by fork
+        self.workers: dict[int, float] = {}
+        self.stopping = False
+        self.reload_requested = False
+        self.want = settings.milter.workers or os.cpu_count() or 1
+
+    # -- start-up ------------------------------------------------------------
+
+    def start(self) -> int:
+        settings = self.settings
+        owner = resolve_user(settings)
+        spec = settings.milter.socket
+        path = socket_path(spec)
+        if path:
+            ensure_dir(os.path.dirname(path) or ".", 0o755, owner)
+        ensure_dir(settings.state_dir, 0o750, owner)
+        pid_dir = os.path.dirname(settings.milter.pid_file)
+        if pid_dir:
+            ensure_dir(pid_dir, 0o755, owner)
+        register_callbacks(spec, settings.milter.timeout)
+        try:
+            libmilter.opensocket(True)
+        except libmilter.error as exc:
+            raise ImssError(f"cannot open milter socket {spec}: {exc}") from None
+        if path:
+            mode = int(str(getattr(settings.milter, "socket_mode", "0660")), 8)
+            os.chmod(path, mode)
+            if owner is not None:
+                os.chown(path, owner[0], owner[1])
+        self.write_pid_file()
+        if owner is not None:
+            uid, gid, name = owner
+            os.setgroups(os.getgrouplist(name, gid))
+            os.setgid(gid)
+            os.setuid(uid)
+            log.info("running as %s (uid %d)", name, uid)
+        signal.signal(signal.SIGHUP, self.on_hup)
+        signal.signal(signal.SIGTERM, self.on_stop)
+        signal.signal(signal.SIGINT, self.on_stop)
+        log.info("imss-milter listening on %s with %d worker(s), %d rule(s)", spec, self.want,
+                 len(getattr(self.runtime.rules, "policies", []) or []))
+        self.runtime.event("system", "start", {"socket": spec, "workers": self.want})
+        for _ in range(self.want):
+            self.spawn()
+        return self.supervise()
+
+    def write_pid_file(self) -> None:
+        pid_file = self.settings.milter.pid_file
+        try:
+            with open(pid_file + ".tmp", "w") as handle:
+                handle.write(f"{os.getpid()}\n")
+            os.replace(pid_file + ".tmp", pid_file)
+        except OSError as exc:
+            log.warning("cannot write pid file %s: %s", pid_file, exc.strerror)
+
+    # -- signals ---------------------------------------------------------------
+
+    def on_hup(self, signum, frame):
+        self.reload_requested = True
+
+    def on_stop(self, signum, frame):
+        self.stopping = True
+
+    # -- workers ---------------------------------------------------------------
+
+    def spawn(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = worker_main(self.runtime, self.generation, self.settings)
+            except BaseException:   # noqa: BLE001 - a child must never return into the master loop
+                log.exception("worker crashed")
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.workers[pid] = time.monotonic()
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            started = self.workers.pop(pid, None)
+            if started is None:
+                continue
+            if not self.stopping:
+                code = os.waitstatus_to_exitcode(status)
+                log.error("worker %d exited (%s); starting another", pid, code)
+                if time.monotonic() - started < 1.0:
+                    time.sleep(1.0)      # a worker that dies at once must not spin the CPU
+                self.spawn()
+
+    def do_reload(self) -> None:
+        self.reload_requested = False
+        if self.runtime.reload():
+            self.generation.value += 1
+            log.info("reload: workers switch to rule generation %d", self.generation.value)
+
+    def supervise(self) -> int:
+        while not self.stopping:
+            if self.reload_requested:
+                self.do_reload()
+            self.reap()
+            time.sleep(0.2)
+        log.info("stopping: waiting for %d worker(s) to finish messages in flight", len(self.workers))
+        for pid in list(self.workers):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self.settings.milter.timeout + 5
+        while self.workers and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+                self.workers.pop(pid, None)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+        for pid in list(self.workers):
+            os.kill(pid, signal.SIGKILL)
+        self.runtime.event("system", "stop", {})
+        try:
+            os.unlink(self.settings.milter.pid_file)
+        except OSError:
+            pass
+        path = socket_path(self.settings.milter.socket)
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        log.info("stopped")
+        return 0
+
+
+def worker_main(runtime: Runtime, generation, settings) -> int:
+    """A worker: watch for reloads and the master, run libmilter until told to stop, drain."""
+    # libmilter's signal thread sigwait()s for these; block them before any thread exists so no
+    # other thread can take the default action (terminate) instead.
+    signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+    for sig in WORKER_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    runtime.reset_after_fork()
+    ImssMilter.runtime = runtime
+    master = os.getppid()
+    seen = generation.value
+
+    def watch():
+        nonlocal seen
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != master:
+                log.error("master process is gone: stopping")
+                libmilter.stop()
+                return
+            if generation.value != seen:
+                seen = generation.value
+                runtime.reload()
+
+    threading.Thread(target=watch, name="imss-watch", daemon=True).start()
+    try:
+        libmilter.main()
+    except libmilter.error as exc:
+        log.error("milter loop failed: %s", exc)
+        return 1
+    if not activity.wait_idle(settings.milter.timeout):
+        log.warning("gave up waiting for %d connection(s) in flight", activity.active)
+    return 0
+
+
+def run(settings) -> int:
+    """Entry point of `imss-milter run`: fail fast on bad rules, then supervise the workers."""
+    runtime = Runtime(settings)
+    return Master(settings, runtime).start()
+
+
+def send_reload(pid_file: str) -> int:
+    """Signal a running daemon to reload (what `imss-milter reload` does after validating)."""
+    try:
+        with open(pid_file) as handle:
+            pid = int(handle.read().strip())
+    except (OSError, ValueError) as exc:
+        raise ImssError(f"cannot read pid file {pid_file}: {getattr(exc, 'strerror', None) or exc}; "
+                        "is imss-milter running?") from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise ImssError(f"no process {pid} (from {pid_file}); is imss-milter running?") from None
+    except PermissionError:
+        raise ImssError(f"not allowed to signal process {pid}; run as root or the milter user") from None
+    return pid

@@ -1,0 +1,355 @@
+"""The milter: libmilter callbacks → session state, and a verdict → milter replies and modifications.
+
+No policy logic lives here: the Runtime scans, this module talks the milter
+protocol. One ImssMilter object exists per SMTP connection (pymilter's
+thread-per-connection model); it freezes the rule set it started with so a
+reload never changes the rules under a message.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from email.header import Header
+
+import Milter
+
+from .errors import StoreError
+from .policy.types import Verdict
+from .session import Connection, MessageTooLarge, Spool, Transaction, parse_esmtp_params, strip_angle
+
+log = logging.getLogger("imss_milter")
+
+TEMPFAIL_REPLY = ("451", "4.3.0", "Temporary failure in message content filter, try again later")
+TOO_LARGE_REPLY = ("552", "5.3.4", "Message size exceeds fixed maximum message size")
+
+
+class _Activity:
+    """Counts connections in this process, so a stopping worker can wait for them to finish."""
+
+    def __init__(self):
+        self._lock = threading.Condition()
+        self.active = 0
+
+    def enter(self):
+        with self._lock:
+            self.active += 1
+
+    def leave(self):
+        with self._lock:
+            self.active = max(0, self.active - 1)
+            self._lock.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self.active > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+        return True
+
+
+activity = _Activity()
+
+
+def guarded(replies: bool):
+    """Catch every exception of a callback: log it with the queue id and answer per on_error.
+
+    Callbacks that send no reply (noreply) remember the failure; the end of
+    message then answers per on_error, so one rule holds in one place.
+    """
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(self, *args):
+            try:
+                return func(self, *args)
+            except Exception as exc:   # noqa: BLE001 - a callback must never die
+                self.log_exception(func.__name__, exc)
+                if not replies:
+                    self.failure = self.failure or exc
+                    return Milter.CONTINUE
+                return self.internal_failure()
+        return wrapper
+    return decorate
+
+
+@Milter.header_leading_space
+class ImssMilter(Milter.Base):
+    """One SMTP connection as seen by the milter."""
+
+    runtime = None          # set by the daemon (or tests) before any connection
+
+    def __init__(self):
+        super().__init__()
+        self.runtime = ImssMilter.runtime
+        self.rules = self.runtime.rules          # frozen for this connection
+        self.settings = self.runtime.settings
+        self.connection = Connection()
+        self.transaction: Transaction | None = None
+        self.failure: Exception | None = None
+        self.closed = False
+        activity.enter()
+
+    # -- logging ----------------------------------------------------------
+
+    def queue_id(self) -> str | None:
+        tx = self.transaction
+        if tx is not None and tx.queue_id:
+            return tx.queue_id
+        try:
+            qid = self.getsymval("i")
+        except Exception:   # noqa: BLE001 - no context (tests) or no macro
+            qid = None
+        if qid and tx is not None:
+            tx.queue_id = qid
+        return qid
+
+    def prefix(self) -> str:
+        return f"{self.queue_id() or 'NOQUEUE'}: "
+
+    def log_exception(self, stage: str, exc: Exception) -> None:
+        log.error("%sinternal error in %s: %s", self.prefix(), stage, exc, exc_info=exc)
+        self.runtime.count_error(stage)
+
+    def internal_failure(self):
+        """The answer to an internal failure: tempfail (MTA retries) unless on_error is accept."""
+        if self.settings.milter.on_error == "accept":
+            return Milter.ACCEPT
+        self.setreply(*TEMPFAIL_REPLY)
+        return Milter.TEMPFAIL
+
+    def refuse(self, action: str, code: str, xcode: str, text: str):
+        """Reply with a reject or tempfail carrying our text."""
+        text = (text or "").replace("%", "%%")
+        self.setreply(str(code), xcode, text)
+        return Milter.REJECT if action == "reject" else Milter.TEMPFAIL
+
+    # -- connection stage ---------------------------------------------------
+
+    @guarded(replies=True)
+    def connect(self, hostname, family, hostaddr):
+        conn = self.connection
+        if isinstance(hostaddr, tuple) and hostaddr:
+            conn.client_ip = str(hostaddr[0])
+        if hostname and not hostname.startswith("[") and hostname != "unknown":
+            conn.client_name = hostname
+        sender_filter = self.runtime.sender_filter
+        if sender_filter is not None and conn.client_ip:
+            decision = sender_filter.check_connect(conn.client_ip, conn.client_name)
+            conn.sender_decision = decision
+            if decision.action in ("reject", "tempfail"):
+                log.info("%sconnect from %s[%s] refused: %s", self.prefix(), conn.client_name or "unknown",
+                         conn.client_ip, decision.reason)
+                return self.refuse(decision.action, decision.code, decision.xcode, decision.text)
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @guarded(replies=False)
+    def hello(self, heloname):
+        self.connection.helo = heloname
+        return Milter.CONTINUE
+
+    # -- envelope stage -----------------------------------------------------
+
+    @guarded(replies=True)
+    def envfrom(self, mailfrom, *params):
+        self.reset_transaction()
+        milter_settings = self.settings.milter
+        self.transaction = Transaction(
+            spool=Spool(milter_settings.spool_memory_limit, milter_settings.max_message_size),
+            sender=strip_angle(mailfrom),
+            esmtp_params=parse_esmtp_params(params),
+        )
+        self.failure = None
+        declared = self.transaction.esmtp_params.get("SIZE")
+        if declared and declared.isdigit() and milter_settings.max_message_size \
+                and int(declared) > milter_settings.max_message_size:
+            log.info("%sSIZE=%s over max_message_size %d: rejected at MAIL FROM",
+                     self.prefix(), declared, milter_settings.max_message_size)
+            return self.refuse("reject", *TOO_LARGE_REPLY)
+        sender_filter = self.runtime.sender_filter
+        if sender_filter is not None and self.connection.client_ip:
+            decision = sender_filter.check_sender(self.connection.client_ip, self.transaction.sender)
+            if decision.action in ("reject", "tempfail"):
+                log.info("%ssender <%s> refused: %s", self.prefix(), self.transaction.sender, decision.reason)
+                return self.refuse(decision.action, decision.code, decision.xcode, decision.text)
+        return Milter.CONTINUE
+
+    @guarded(replies=True)
+    def envrcpt(self, to, *params):
+        tx = self.transaction
+        recipient = strip_angle(to)
+        sender_filter = self.runtime.sender_filter
+        if sender_filter is not None and self.connection.client_ip:
+            decision = sender_filter.check_recipient(self.connection.client_ip, recipient)
+            if decision.action in ("reject", "tempfail"):
+                log.info("%srecipient <%s> refused: %s", self.prefix(), recipient, decision.reason)
+                tx.rejected_recipients.append(recipient)
+                return self.refuse(decision.action, decision.code, decision.xcode, decision.text)
+        tx.recipients.append(recipient)
+        return Milter.CONTINUE
+
+    # -- content stage ------------------------------------------------------
+
+    @Milter.noreply
+    @Milter.decode("bytes")
+    @guarded(replies=False)
+    def header(self, name, value):
+        tx = self.transaction
+        if isinstance(name, str):
+            name = name.encode("utf-8", "surrogateescape")
+        if isinstance(value, str):
+            value = value.encode("utf-8", "surrogateescape")
+        tx.headers.append((name, value))
+        self.spool_write(name + b":" + value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n")
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @guarded(replies=False)
+    def eoh(self):
+        self.spool_write(b"\r\n")
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @guarded(replies=False)
+    def body(self, chunk):
+        self.spool_write(chunk)
+        return Milter.CONTINUE
+
+    def spool_write(self, data: bytes) -> None:
+        tx = self.transaction
+        if tx.spool is None:           # already over the size limit: drop the rest
+            return
+        try:
+            tx.spool.write(data)
+        except MessageTooLarge:
+            tx.spool.close()
+            tx.spool = None
+
+    @guarded(replies=True)
+    def eom(self):
+        tx = self.transaction
+        self.queue_id()
+        if self.failure is not None:
+            return self.internal_failure()
+        if tx.spool is None:
+            log.info("%smessage over max_message_size %d: rejected", self.prefix(),
+                     self.settings.milter.max_message_size)
+            return self.refuse("reject", *TOO_LARGE_REPLY)
+        raw = tx.spool.getvalue()
+        envelope = tx.envelope(self.connection)
+        started = time.perf_counter()
+        result = self.runtime.scan(raw, envelope, rules=self.rules)
+        verdict = result.verdict
+        quarantine_id = None
+        try:
+            if verdict.action == "quarantine":
+                quarantine_id = self.runtime.store.quarantine(
+                    verdict.quarantine_area or "default", raw, envelope, result.model.subject,
+                    verdict.rules, reason=verdict.deciding_rule or "")
+            if verdict.action == "deliver":
+                for mod in verdict.modifications:
+                    if mod.kind == "archive":
+                        self.runtime.store.quarantine(mod.args[0], raw, envelope, result.model.subject,
+                                                      verdict.rules, reason="archive", kind="archive")
+        except StoreError as exc:
+            # Nothing is discarded without its copy: the MTA keeps the message and retries.
+            log.error("%scould not store the %s copy: %s; answering tempfail", self.prefix(),
+                      verdict.action, exc)
+            self.runtime.count_error("store")
+            self.setreply(*TEMPFAIL_REPLY)
+            self.runtime.record(envelope, result, "tempfail", time.perf_counter() - started,
+                                size=len(raw), note=f"store failure: {exc}")
+            return Milter.TEMPFAIL
+        reply = self.apply(verdict, result)
+        self.runtime.record(envelope, result, verdict.action, time.perf_counter() - started,
+                            size=len(raw), quarantine_id=quarantine_id)
+        return reply
+
+    def apply(self, verdict: Verdict, result):
+        """Turn the verdict into the milter reply, applying modifications when delivering."""
+        action = verdict.action
+        if action == "reject":
+            code, xcode, text = verdict.reply or ("550", "5.7.1", "Message rejected by policy")
+            return self.refuse("reject", code, xcode, text)
+        if action == "tempfail":
+            code, xcode, text = verdict.reply or ("451", "4.7.1", "Message deferred by policy")
+            return self.refuse("tempfail", code, xcode, text)
+        if action in ("delete", "quarantine"):
+            return Milter.DISCARD
+        self.modify(verdict)
+        return Milter.CONTINUE
+
+    def modify(self, verdict: Verdict) -> None:
+        """Apply the modifications of every matched policy through the milter protocol."""
+        tx = self.transaction
+        not_yet = set()
+        for mod in verdict.modifications:
+            if mod.kind == "add_header":
+                name, value = mod.args
+                self.addheader(name, encode_header_value(value))
+            elif mod.kind == "tag_subject":
+                self.tag_subject(mod.args[0], tx)
+            elif mod.kind == "bcc":
+                for address in mod.args:
+                    self.addrcpt(f"<{address}>")
+            elif mod.kind == "reroute":
+                for recipient in tx.recipients:
+                    self.delrcpt(f"<{recipient}>")
+                for address in mod.args:
+                    self.addrcpt(f"<{address}>")
+            elif mod.kind == "archive":
+                pass      # stored before the reply, in eom
+            else:
+                not_yet.add(mod.kind)
+        if not_yet:
+            log.warning("%sactions not available in this version, skipped: %s",
+                        self.prefix(), ", ".join(sorted(not_yet)))
+
+    def tag_subject(self, prefix: str, tx: Transaction) -> None:
+        subjects = [value for name, value in tx.headers if name.lower() == b"subject"]
+        if not subjects:
+            self.addheader("Subject", encode_header_value(prefix.strip()))
+            return
+        current = subjects[0].decode("utf-8", "surrogateescape").strip()
+        if current.startswith(prefix.strip()):
+            return      # already tagged (e.g. by a previous pass)
+        separator = "" if prefix.endswith(" ") else " "
+        self.chgheader("Subject", 1, encode_header_value(prefix) + separator + current)
+
+    # -- end of transaction / connection -----------------------------------
+
+    def reset_transaction(self) -> None:
+        if self.transaction is not None:
+            if self.transaction.spool is not None:
+                self.transaction.close()
+            self.transaction = None
+
+    @guarded(replies=True)
+    def abort(self):
+        self.reset_transaction()
+        self.failure = None
+        return Milter.CONTINUE
+
+    def close(self):
+        try:
+            self.reset_transaction()
+        finally:
+            if not self.closed:
+                self.closed = True
+                activity.leave()
+        return Milter.CONTINUE
+
+
+def encode_header_value(value: str) -> str:
+    """Header values the milter adds must be ASCII: non-ASCII text becomes RFC 2047 words."""
+    try:
+        value.encode("ascii")
+        return value
+    except UnicodeEncodeError:
+        return Header(value, "utf-8").encode()

@@ -1,0 +1,180 @@
+"""The scanning pipeline and the swappable rule set that the milter, `scan` and the daemon share.
+
+A Runtime holds what one process needs to judge messages: settings, the
+current RuleSet (replaced atomically on reload; each connection keeps the
+one it started with), the store, and the optional sender filter.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .errors import ImssError
+from .mime import parse_message
+from .mime.model import MessageModel
+from .policy import load_rules
+from .policy.types import Envelope, Verdict
+
+log = logging.getLogger("imss_milter")
+
+
+@dataclass
+class ScanResult:
+    model: MessageModel
+    verdict: Verdict
+    direction: str
+    timings: dict = field(default_factory=dict)   # stage → seconds
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].strip().lower().rstrip(".")
+
+
+def is_internal(address: str, internal_domains) -> bool:
+    """True when address is in one of internal_domains or a subdomain of one."""
+    domain = domain_of(address)
+    if not domain:
+        return False
+    for internal in internal_domains:
+        internal = internal.lower().lstrip("*.").rstrip(".")
+        if domain == internal or domain.endswith("." + internal):
+            return True
+    return False
+
+
+def direction_of(envelope: Envelope, internal_domains) -> str:
+    """inbound | outbound | internal, from the envelope and internal_domains (SPEC §3)."""
+    if not internal_domains:
+        return "inbound"
+    sender_internal = bool(envelope.sender) and is_internal(envelope.sender, internal_domains)
+    recipients_internal = bool(envelope.recipients) and all(
+        is_internal(r, internal_domains) for r in envelope.recipients)
+    if sender_internal:
+        return "internal" if recipients_internal else "outbound"
+    return "inbound"
+
+
+class Runtime:
+    """Everything one process needs to scan: settings, rules, store, sender filter."""
+
+    def __init__(self, settings, rules=None, store=None, sender_filter=None):
+        self.settings = settings
+        self._rules = rules if rules is not None else self.load_rules()
+        self._store = store
+        self._store_lock = threading.Lock()
+        self.sender_filter = sender_filter
+        self.engines: dict = {}
+        self.generation = 0
+        self.errors: dict[str, int] = {}
+
+    # -- rules -----------------------------------------------------------
+
+    def load_rules(self):
+        """Load the rule files named by the settings; raises ConfigError."""
+        return load_rules(self.settings.rules_dir,
+                          internal_domains=self.settings.internal_domains,
+                          limits=self.settings.limits)
+
+    @property
+    def rules(self):
+        return self._rules
+
+    def reload(self) -> bool:
+        """Swap in freshly loaded rules; on any error keep the old ones and say why."""
+        try:
+            new_rules = self.load_rules()
+        except ImssError as exc:
+            log.error("reload failed, keeping the previous rules: %s", exc)
+            self.event("system", "reload-failed", {"error": str(exc)})
+            return False
+        self._rules = new_rules      # one reference assignment: atomic for readers
+        self.generation += 1
+        log.info("rules reloaded (generation %d)", self.generation)
+        self.event("system", "reload", {"generation": self.generation})
+        return True
+
+    def reset_after_fork(self) -> None:
+        """In a freshly forked worker: never share the parent's database connections or locks."""
+        self._store = None
+        self._store_lock = threading.Lock()
+
+    # -- store -----------------------------------------------------------
+
+    @property
+    def store(self):
+        """The store, opened on first use (after fork, in the process that uses it)."""
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    from .store import Store
+                    self._store = Store(self.settings.state_dir)
+        return self._store
+
+    def event(self, category: str, event: str, detail=None, queue_id=None, rule=None) -> None:
+        """Record an event; a failing log store must never stop mail, so errors are only logged."""
+        if self._store is False:      # scan / check-config: no store wanted
+            return
+        try:
+            self.store.log_event(category, event, detail, queue_id=queue_id, rule=rule)
+        except Exception as exc:   # noqa: BLE001 - logging must not break the caller
+            log.warning("could not record %s event %s: %s", category, event, exc)
+
+    # -- scanning ----------------------------------------------------------
+
+    def scan(self, raw: bytes, envelope: Envelope, rules=None) -> ScanResult:
+        """Parse raw bytes and evaluate the rules: the whole content decision for one message."""
+        rules = rules if rules is not None else self._rules
+        timings = {}
+        started = time.perf_counter()
+        model = parse_message(raw, self.settings.limits)
+        parsed = time.perf_counter()
+        timings["parse"] = parsed - started
+        verdict = rules.evaluate(envelope, model, self.engines)
+        timings["policy"] = time.perf_counter() - parsed
+        return ScanResult(model=model, verdict=verdict,
+                          direction=direction_of(envelope, self.settings.internal_domains),
+                          timings=timings)
+
+    # -- accounting ----------------------------------------------------------
+
+    def count_error(self, stage: str) -> None:
+        """Hook for metrics: an internal error in a milter callback or the store."""
+        self.errors[stage] = self.errors.get(stage, 0) + 1
+
+    def record(self, envelope: Envelope, result: ScanResult, action: str, seconds: float,
+               size: int, quarantine_id: str | None = None, note: str | None = None) -> None:
+        """Log one line per message (with the queue id) and store its tracking record."""
+        verdict = result.verdict
+        qid = envelope.queue_id or "NOQUEUE"
+        log.info("%s: verdict=%s rules=%s from=<%s> to=%s size=%d direction=%s time=%.1fms%s%s",
+                 qid, action, ",".join(verdict.rules) or "-", envelope.sender,
+                 ",".join(f"<{r}>" for r in envelope.recipients), size, result.direction,
+                 seconds * 1000, f" quarantine={quarantine_id}" if quarantine_id else "",
+                 f" note={note}" if note else "")
+        record = {
+            "time": time.time(),
+            "queue_id": envelope.queue_id,
+            "client_ip": envelope.client_ip,
+            "client_name": envelope.client_name,
+            "helo": envelope.helo,
+            "sender": envelope.sender,
+            "recipients": list(envelope.recipients),
+            "subject": result.model.subject,
+            "size": size,
+            "direction": result.direction,
+            "verdict": action,
+            "rules": list(verdict.rules),
+            "findings": verdict.findings,
+            "duration_ms": round(seconds * 1000, 3),
+            "quarantine_id": quarantine_id,
+        }
+        if note:
+            record["note"] = note
+        try:
+            self.store.log_message(record)
+        except Exception as exc:   # noqa: BLE001 - a log failure must not lose the message
+            log.warning("%s: could not store the tracking record: %s", qid, exc)
+            self.count_error("log")
