@@ -1,0 +1,130 @@
+"""A compiled rule set and its evaluation: envelope + message model -> Verdict.
+
+Everything is compiled at load (policy/loader.py); evaluate() only runs
+routes and conditions top to bottom, collects matched policies, and picks
+the strongest terminal action. A RuleSet is immutable once built, so
+threads can share it and a reload simply swaps in a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..mime.model import Limits, MessageModel
+from .actions import CompiledActions
+from .addresses import ANY, Selector
+from .conditions import Condition, matched_paths
+from .context import EvalContext
+from .types import ACTION_STRENGTH, Envelope, Modification, Verdict
+
+
+@dataclass(frozen=True)
+class Route:
+    """Who a policy applies to; `to` holds when at least one recipient matches (and is not excepted)."""
+
+    sender: Selector = ANY
+    recipients: Selector = ANY
+    except_sender: Selector | None = None
+    except_recipients: Selector | None = None
+
+    def matches(self, sender: str, recipients: list[str]) -> bool:
+        if not self.sender.matches(sender):
+            return False
+        if self.except_sender is not None and self.except_sender.matches(sender):
+            return False
+        if self.recipients.match_any and self.except_recipients is None:
+            return True
+        return any(self.recipients.matches(rcpt) and not (
+            self.except_recipients is not None and self.except_recipients.matches(rcpt)) for rcpt in recipients)
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    enabled: bool
+    route: Route
+    condition: Condition | None
+    actions: CompiledActions | None
+    final: bool
+    file: str | None
+    line: int | None
+    description: str = ""
+
+
+@dataclass
+class RuleSet:
+    """The policies of all rule files, in evaluation order, ready to evaluate()."""
+
+    policies: list[Policy]
+    groups: dict
+    lists: dict
+    files: list[str]
+    limits: Limits = field(default_factory=Limits)
+    dlp: list = field(default_factory=list)            # raw `dlp:` sections (LDict), for the DLP engine
+    engines_used: dict = field(default_factory=dict)   # engine name -> condition names using it
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def enabled_policies(self) -> list[Policy]:
+        return [policy for policy in self.policies if policy.enabled]
+
+    def required_engines(self) -> set[str]:
+        """Engine names (antivirus, spam, dlp, url, sender_reputation) some enabled policy asks."""
+        return set(self.engines_used)
+
+    def evaluate(self, envelope: Envelope, model: MessageModel,
+                 engines: Mapping[str, Any] | None = None) -> Verdict:
+        """Run every enabled policy in order; the strongest terminal action of the matches wins."""
+        ctx = EvalContext(envelope, model, engines, self.limits)
+        verdict = Verdict()
+        best = 0
+        matched_any_terminal = False
+        for policy in self.policies:
+            if not policy.enabled or not policy.route.matches(ctx.sender, ctx.recipients):
+                continue
+            ctx.rule = policy.name
+            evidence = policy.condition.check(ctx) if policy.condition is not None else [
+                {"condition": "route", "detail": "route matched; policy has no conditions"}]
+            if evidence is None:
+                continue
+            verdict.rules.append(policy.name)
+            verdict.findings += [{"rule": policy.name, **item} for item in evidence]
+            terminal = policy.actions.terminal
+            if terminal is not None and ACTION_STRENGTH[terminal.action] > best:
+                best = ACTION_STRENGTH[terminal.action]
+                matched_any_terminal = True
+                verdict.action = terminal.action
+                verdict.deciding_rule = policy.name
+                verdict.reply = terminal.reply
+                verdict.quarantine_area = terminal.area
+            verdict.modifications += self._modifications(policy, evidence)
+            if policy.final:
+                break
+        if not matched_any_terminal:
+            verdict.action = "deliver"
+        verdict.findings += ctx.notes
+        return verdict
+
+    @staticmethod
+    def _modifications(policy: Policy, evidence: list[dict]) -> list[Modification]:
+        found = []
+        for modification in policy.actions.modifications:
+            if modification.kind == "strip_attachments":
+                # the parts this policy's conditions pointed at; () means every attachment
+                modification = Modification("strip_attachments", matched_paths(evidence))
+            found.append(modification)
+        return found
+
+    def summary(self) -> dict:
+        """What check-config prints about the rules."""
+        return {
+            "files": list(self.files),
+            "policies": len(self.policies),
+            "enabled": len(self.enabled_policies),
+            "policy_names": [policy.name for policy in self.policies],
+            "groups": sorted(self.groups),
+            "lists": sorted(self.lists),
+            "engines": sorted(self.engines_used),
+            "warnings": list(self.warnings),
+        }
