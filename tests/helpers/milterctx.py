@@ -1,0 +1,124 @@
+"""Drive ImssMilter through pymilter's Milter.testctx with raw message bytes.
+
+TestCtx._feedFile re-parses messages with the email package, which would
+repair exactly the malformed structure we want to test; feed_raw() splits
+the raw header block itself and calls the callbacks in libmilter's order.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from dataclasses import dataclass, field
+
+import Milter
+from Milter.testctx import TestCtx
+
+from imss_milter.milter import ImssMilter
+
+RESULT_NAMES = {
+    Milter.CONTINUE: "continue", Milter.ACCEPT: "accept", Milter.REJECT: "reject",
+    Milter.TEMPFAIL: "tempfail", Milter.DISCARD: "discard", Milter.NOREPLY: "continue",
+}
+
+
+def split_headers(raw: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
+    """(name, value-with-leading-space) pairs and the body, as an MTA hands them to a milter."""
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        index = raw.find(separator)
+        if index >= 0:
+            head, body = raw[:index], raw[index + len(separator):]
+            break
+    else:
+        head, body = raw, b""
+    headers: list[tuple[str, bytes]] = []
+    for line in head.replace(b"\r\n", b"\n").split(b"\n"):
+        if line[:1] in (b" ", b"\t") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + b"\n" + line)
+        elif b":" in line:
+            name, value = line.split(b":", 1)
+            headers.append((name.decode("ascii", "replace"), value))
+    return headers, body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+@dataclass
+class Outcome:
+    result: str                              # continue | accept | reject | tempfail | discard
+    stage: str                               # callback that gave the final answer
+    reply: tuple | None = None               # (code, xcode, text) set with setreply
+    added_headers: list = field(default_factory=list)
+    changed_headers: list = field(default_factory=list)
+    added_recipients: list = field(default_factory=list)
+    deleted_recipients: list = field(default_factory=list)
+    message: object = None                   # the message after modifications (email.message)
+
+
+class RecordingCtx(TestCtx):
+    """A TestCtx that records every modification the milter asks for."""
+
+    def __init__(self):
+        super().__init__()
+        self.added = []
+        self.changed = []
+
+    def addheader(self, field, value, idx):
+        self.added.append((field, value))
+        return super().addheader(field, value, idx)
+
+    def chgheader(self, field, idx, value):
+        self.changed.append((field, idx, value))
+        return super().chgheader(field, idx, value)
+
+    def setreply(self, rcode, xcode, *msg):
+        self._reply = (rcode, xcode) + tuple(msg)
+
+
+def run_message(raw: bytes, sender: str = "sender@example.org", recipients=("user@example.com",),
+                ip: str = "192.0.2.10", hostname: str = "client.example.org", helo: str = "client.example.org",
+                queue_id: str = "TESTQ1", extra_macros: dict | None = None) -> Outcome:
+    """Feed one message through a fresh ImssMilter and report what it answered and changed."""
+    ctx = RecordingCtx()
+    ctx._setsymval("i", queue_id)
+    for key, value in (extra_macros or {}).items():
+        ctx._setsymval(key, value)
+    previous_factory = Milter.factory
+    Milter.factory = ImssMilter
+    try:
+        rc = ctx._connect(host=hostname, helo=helo, ip=ip)
+        if RESULT_NAMES.get(rc) != "continue":
+            return Outcome(RESULT_NAMES.get(rc, str(rc)), "connect", ctx._reply)
+        headers, body = split_headers(raw)
+        ctx._msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        ctx._body = None
+        steps = [("envfrom", lambda: ctx._envfrom(f"<{sender}>"))]
+        for rcpt in recipients:
+            steps.append(("envrcpt", lambda r=rcpt: ctx._envrcpt(f"<{r}>")))
+        steps.append(("data", ctx._data))
+        for name, value in headers:
+            steps.append(("header", lambda n=name, v=value: ctx._priv.header_bytes(n, v)))
+        steps.append(("eoh", ctx._eoh))
+        steps.append(("body", lambda: ctx._feed_body(_BytesReader(body))))
+        steps.append(("eom", ctx._eom))
+        for stage, step in steps:
+            rc = step()
+            name = RESULT_NAMES.get(rc, str(rc))
+            if stage == "envrcpt" and name == "reject":
+                continue          # a refused recipient does not end the transaction
+            if name != "continue":
+                return Outcome(name, stage, ctx._reply, ctx.added, ctx.changed, ctx._addrcpt, ctx._delrcpt, ctx._msg)
+        return Outcome("continue", "eom", ctx._reply, ctx.added, ctx.changed, ctx._addrcpt, ctx._delrcpt, ctx._msg)
+    finally:
+        ctx._close()
+        Milter.factory = previous_factory
+
+
+class _BytesReader:
+    def __init__(self, data: bytes):
+        self.data = data
+        self.pos = 0
+
+    def read(self, size: int) -> bytes:
+        chunk = self.data[self.pos:self.pos + size]
+        self.pos += len(chunk)
+        return chunk
