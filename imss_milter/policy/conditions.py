@@ -493,7 +493,7 @@ def _compile_extension(name, value, env, container, key):
     wanted = []
     for index, ext in enumerate(found):
         clean = ext.strip().lower().lstrip("*").lstrip(".")
-        if not clean or not re.match(r"^[a-z0-9_~$-]{1,16}$", clean):
+        if not clean or not re.match(r"^[a-z0-9_~$-]{1,32}$", clean):
             raise fail(f"{name}: expected an extension like exe or .exe, got {ext!r}",
                        *_at(items, index, container, key))
         wanted.append(clean)
