@@ -1,0 +1,206 @@
+"""Milter-level tests: ImssMilter driven through pymilter's Milter.testctx with raw messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import textwrap
+from email.message import EmailMessage
+
+import pytest
+
+from imss_milter.milter import ImssMilter
+from imss_milter.runtime import Runtime
+from imss_milter.settings import load_settings
+from imss_milter.store import Store
+from tests.helpers.milterctx import run_message
+
+RULES = """\
+policies:
+  - name: hold-exe
+    route: {from: any, to: internal}
+    when: {attachment.name: ["*.exe"]}
+    actions: [{quarantine: {area: default}}]
+  - name: refuse-word
+    route: {from: any, to: any}
+    when: {subject: {keywords: ["refuse-this"]}}
+    actions: [{reject: {code: 550, xcode: 5.7.1, text: "100% refused by policy"}}]
+  - name: defer-word
+    route: {from: any, to: any}
+    when: {subject: {keywords: ["defer-this"]}}
+    actions: [tempfail]
+  - name: drop-word
+    route: {from: any, to: any}
+    when: {subject: {keywords: ["drop-this"]}}
+    actions: [delete]
+  - name: mark
+    route: {from: any, to: any}
+    when: {body: {keywords: ["lottery"]}}
+    actions:
+      - tag_subject: "[SUSPECT] "
+      - add_header: {name: X-IMSS-Mark, value: lottery}
+      - bcc: [audit@example.com]
+"""
+
+
+def message(subject="hello", body="Just text.\n", attachment=None) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "alice@example.org"
+    msg["To"] = "user@example.com"
+    msg["Subject"] = subject
+    msg.set_content(body)
+    if attachment:
+        name, data = attachment
+        msg.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+    return msg.as_bytes()
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "10-test.yaml").write_text(RULES)
+    config = tmp_path / "imss-milter.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        milter: {{max_message_size: 200KB, spool_memory_limit: 4KB, user: ""}}
+        internal_domains: [example.com]
+        rules_dir: {rules_dir}
+        state_dir: {tmp_path / 'state'}
+        """))
+    settings = load_settings(str(config))
+    rt = Runtime(settings)
+    previous = ImssMilter.runtime
+    ImssMilter.runtime = rt
+    yield rt
+    ImssMilter.runtime = previous
+
+
+def test_clean_message_continues_without_changes(runtime):
+    outcome = run_message(message())
+    assert outcome.result == "continue"
+    assert outcome.added_headers == [] and outcome.changed_headers == []
+    [record] = runtime.store.query_logs(kind="messages", queue_id="TESTQ1")
+    assert record["verdict"] == "deliver"
+
+
+def test_modifications_of_a_delivered_message(runtime):
+    outcome = run_message(message(subject="Win big", body="You won the LOTTERY today\n"))
+    assert outcome.result == "continue"
+    assert ("X-IMSS-Mark", "lottery") in outcome.added_headers
+    assert outcome.changed_headers == [("Subject", 1, "[SUSPECT] Win big")]
+    assert [r for r, _ in outcome.added_recipients] == ["<audit@example.com>"]
+
+
+def test_reject_uses_the_rule_reply_and_escapes_percent(runtime):
+    outcome = run_message(message(subject="please refuse-this"))
+    assert outcome.result == "reject"
+    assert outcome.reply[0:2] == ("550", "5.7.1")
+    assert "100%% refused by policy" in outcome.reply[2]    # libmilter needs %% for a literal %
+
+
+def test_tempfail_and_delete(runtime):
+    assert run_message(message(subject="defer-this")).result == "tempfail"
+    assert run_message(message(subject="drop-this")).result == "discard"
+
+
+def test_quarantine_is_stored_before_discard(runtime):
+    outcome = run_message(message(attachment=("tool.exe", b"MZ" + b"\0" * 200)), queue_id="QEXE1")
+    assert outcome.result == "discard"
+    [held] = runtime.store.list()
+    assert held["rules"] == ["hold-exe"]
+    assert held["recipients"] == ["user@example.com"]
+    raw = runtime.store.read_raw(held["id"])
+    assert b'filename="tool.exe"' in raw
+    [record] = runtime.store.query_logs(kind="messages", queue_id="QEXE1")
+    assert record["verdict"] == "quarantine"
+
+
+def test_quarantine_write_failure_answers_tempfail_and_keeps_the_message(runtime, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    blocker = state / "quarantine"
+    if blocker.exists():
+        os.rename(blocker, state / "quarantine.moved")
+    blocker.write_text("not a directory")        # the store cannot create its area directory
+    outcome = run_message(message(attachment=("tool.exe", b"MZ" + b"\0" * 200)))
+    assert outcome.result == "tempfail"
+    assert outcome.reply[0].startswith("4")
+
+
+def test_internal_error_answers_tempfail_or_accept_per_on_error(runtime, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("engine exploded")
+    monkeypatch.setattr("imss_milter.runtime.parse_message", broken)
+    with caplog.at_level(logging.ERROR, logger="imss_milter"):
+        outcome = run_message(message(), queue_id="QERR1")
+    assert outcome.result == "tempfail"
+    assert any("QERR1: internal error in eom" in r.getMessage() for r in caplog.records)
+
+    accepting = dataclasses.replace(runtime.settings,
+                                    milter=dataclasses.replace(runtime.settings.milter, on_error="accept"))
+    runtime.settings = accepting
+    assert run_message(message()).result == "accept"
+
+
+def test_esmtp_size_over_limit_rejected_at_mail_from(runtime):
+    from tests.helpers import milterctx
+    ctx = milterctx.RecordingCtx()
+    import Milter
+    Milter.factory = ImssMilter
+    try:
+        ctx._connect(ip="192.0.2.1")
+        rc = ctx._envfrom("<a@example.org>", "SIZE=999999999")
+        assert rc == Milter.REJECT
+        assert ctx._reply[:2] == ("552", "5.3.4")
+    finally:
+        ctx._close()
+
+
+def test_body_over_limit_is_rejected_at_end_of_message(runtime):
+    outcome = run_message(message(body="x" * 300 * 1024))
+    assert outcome.result == "reject"
+    assert outcome.reply[:2] == ("552", "5.3.4")
+
+
+def test_message_spooled_to_disk_is_scanned_whole(runtime):
+    # 4 KB memory limit: the attachment comes after the spool moved to disk
+    raw = message(body="y" * 20000, attachment=("late.exe", b"MZ" + b"\0" * 1000))
+    assert run_message(raw).result == "discard"
+
+
+def test_each_connection_keeps_the_rules_it_started_with(runtime, tmp_path):
+    milter = ImssMilter()
+    try:
+        (tmp_path / "rules" / "10-test.yaml").write_text("policies: []\n")
+        assert runtime.reload()
+        assert milter.rules is not runtime.rules
+        assert [p.name for p in milter.rules.policies][:1] == ["hold-exe"]
+    finally:
+        milter.close()
+    assert run_message(message(subject="refuse-this")).result == "continue"
+
+
+def test_reload_with_invalid_rules_keeps_the_old_ones(runtime, tmp_path, caplog):
+    (tmp_path / "rules" / "20-bad.yaml").write_text("policies:\n  - name: x\n    actions: [explode]\n")
+    with caplog.at_level(logging.ERROR, logger="imss_milter"):
+        assert runtime.reload() is False
+    assert any("20-bad.yaml:3" in r.getMessage() for r in caplog.records)
+    assert run_message(message(subject="refuse-this")).result == "reject"
+
+
+def test_malformed_and_random_input_never_breaks_a_callback(runtime):
+    rng = random.Random(1234)
+    base = message(subject="fuzz", attachment=("a.bin", bytes(range(256)) * 4))
+    answers = set()
+    for _ in range(60):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 40)):
+            pos = rng.randrange(len(data))
+            data[pos] = rng.choice(b"\r\n:;=\"-\x00\xff<>boundary")
+        cut = rng.randint(len(data) // 3, len(data))
+        outcome = run_message(bytes(data[:cut]))
+        answers.add(outcome.result)
+    # every message got a content verdict; none fell into the internal-error path
+    assert "tempfail" not in answers
