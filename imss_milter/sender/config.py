@@ -15,33 +15,17 @@ from ..yamlconf import fail
 
 PROFILER_KINDS = ("dha", "bounce", "spam", "virus")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _XCODE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
 
 def parse_duration(value: Any) -> float | None:
-    """Seconds from `30s`, `5m`, `1h`, `7d`, `1w` or a plain number; None when malformed."""
+    """Seconds from `30s`, `5m`, `1h`, `7d` or a plain number (the project-wide rule); None when malformed."""
+    from ..settings import parse_duration as shared_parse_duration  # late: settings may one day import us
+
     try:
-        from ..settings import parse_duration as shared_parse_duration  # the project-wide helper, once it exists
-    except ImportError:
-        shared_parse_duration = None
-    if shared_parse_duration is not None:
-        try:
-            result = shared_parse_duration(value)
-        except Exception:
-            return None
-        return float(result) if result is not None else None
-    if isinstance(value, bool):
+        return shared_parse_duration(value)
+    except ValueError:
         return None
-    if isinstance(value, (int, float)):
-        return float(value) if value >= 0 else None
-    if not isinstance(value, str):
-        return None
-    match = _DURATION.match(value)
-    if not match:
-        return None
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
 
 
 @dataclass(frozen=True)

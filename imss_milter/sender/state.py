@@ -229,7 +229,7 @@ class RedisState(StateBackend):
     Keys: {prefix}ev:{kind}:{ip} (zset), {prefix}block:{ip} (JSON), {prefix}blocks (zset ip → until, for listing).
     """
 
-    def __init__(self, url: str, prefix: str = "imss:sender:", timeout: float = 1.0, retry_after: float = 5.0):
+    def __init__(self, url: str, prefix: str = "imss:sender:", timeout: float = 1.0, retry_after: float = 2.0):
         import redis  # imported here so the embedded default needs no Redis client installed
 
         self._redis_errors = (redis.RedisError, OSError)
