@@ -61,10 +61,11 @@ class SmtpSink:
         user = ["-u", "nobody"] if os.geteuid() == 0 else []
         for _ in range(5):                     # another process may grab the probed port first
             self.port = free_port()
-            self.process = subprocess.Popen(
-                [SMTP_SINK, *user, "-d", os.path.join(self.directory, "mail."), *self.extra_args,
-                 f"127.0.0.1:{self.port}", "10"],
-                stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"))
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    [SMTP_SINK, *user, "-d", os.path.join(self.directory, "mail."), *self.extra_args,
+                     f"127.0.0.1:{self.port}", "10"],
+                    stdout=subprocess.DEVNULL, stderr=log)
             if wait_for_banner(self.port, self.process, time.monotonic() + 10):
                 return self
             self.stop()
