@@ -1,0 +1,1 @@
+"""Policy engine golden cases and shared builders."""
