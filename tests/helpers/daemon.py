@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-from .net import wait_for_unix_socket
+from .net import wait_for_port, wait_for_unix_socket
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIPPED_RULES = os.path.join(REPO, "rules")
@@ -33,11 +33,13 @@ class MilterDaemon:
 
     def __init__(self, root: str, rules: dict[str, str] | None = None, shipped_rules: bool = True,
                  release_port: int = 10026, workers: int = 2, extra_config: str = "",
-                 internal_domains=("example.com",), max_message_size: str = "1MB"):
+                 internal_domains=("example.com",), max_message_size: str = "1MB",
+                 socket_spec: str | None = None):
         self.root = root
         self.rules_dir = os.path.join(root, "rules")
         self.state_dir = os.path.join(root, "state")
         self.socket = os.path.join(root, "milter.sock")
+        self.socket_spec = socket_spec or f"unix:{self.socket}"
         self.pid_file = os.path.join(root, "imss-milter.pid")
         self.config = os.path.join(root, "imss-milter.yaml")
         self.log_path = os.path.join(root, "imss-milter.log")
@@ -53,7 +55,7 @@ class MilterDaemon:
         with open(self.config, "w") as handle:
             handle.write(textwrap.dedent(f"""\
                 milter:
-                  socket: unix:{self.socket}
+                  socket: "{self.socket_spec}"
                   socket_mode: "0666"
                   user: ""
                   workers: {workers}
@@ -70,7 +72,11 @@ class MilterDaemon:
 
     @property
     def milter_spec(self) -> str:
-        return f"unix:{self.socket}"
+        """The same socket as Postfix writes it in smtpd_milters."""
+        if self.socket_spec.startswith("inet:"):
+            port, _, host = self.socket_spec[5:].partition("@")
+            return f"inet:{host or '127.0.0.1'}:{port}"
+        return self.socket_spec
 
     def write_rule(self, name: str, text: str) -> None:
         with open(os.path.join(self.rules_dir, name), "w") as handle:
@@ -81,7 +87,11 @@ class MilterDaemon:
         self.proc = subprocess.Popen([*imss_command(), "--config", self.config, "run"],
                                      stdout=self.log_handle, stderr=subprocess.STDOUT)
         try:
-            wait_for_unix_socket(self.socket, timeout=30, proc=self.proc)
+            if self.socket_spec.startswith("inet:"):
+                port, _, host = self.socket_spec[5:].partition("@")
+                wait_for_port(int(port), host or "127.0.0.1", timeout=30, proc=self.proc)
+            else:
+                wait_for_unix_socket(self.socket, timeout=30, proc=self.proc)
         except Exception as exc:
             raise RuntimeError(f"{exc}\n--- daemon log ---\n{self.log()}") from None
         return self

@@ -1,0 +1,254 @@
+"""Benchmark imss-milter under a real Postfix, side by side with no milter and a no-op milter.
+
+Everything runs on loopback in one go, so the machine's noise hits every
+configuration alike: a private Postfix relays to smtp-sink; smtp-source
+pushes pre-formatted MIME messages (4 KB and 100 KB, with attachments) at
+several concurrencies. For each configuration it prints messages/second
+(median of the rounds), the ratio to the no-op milter on the same socket
+type, and how many CPU cores the milter processes used. A sequential
+smtplib run measures per-message latency (p50/p99) for the added-latency
+figure. Bounded: a fixed message count per round and a timeout per run.
+
+    python bench/run.py [--quick] [--messages N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import smtplib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from email.message import EmailMessage
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tests.helpers.daemon import MilterDaemon  # noqa: E402
+from tests.helpers.net import free_port, wait_for_port, wait_for_unix_socket  # noqa: E402
+from tests.helpers.postfix import PostfixInstance, SmtpSink  # noqa: E402
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def make_message(size: int) -> bytes:
+    """A MIME message of about size bytes: text, an HTML alternative, a PDF and a zip attachment."""
+    msg = EmailMessage()
+    msg["From"] = "Sender <sender@example.org>"
+    msg["To"] = "user@example.com"
+    msg["Subject"] = "Quarterly figures and the minutes of the meeting"
+    text = ("Dear colleague, please find the figures attached. Regards.\n" * 40)
+    msg.set_content(text)
+    msg.add_alternative(f"<html><body><p>{text}</p></body></html>", subtype="html")
+    padding = max(0, size - 6000)
+    pdf = b"%PDF-1.4\n" + (b"1 0 obj << /Length 100 >> stream\n" + b"0" * 64 + b"\nendstream endobj\n") * (
+        padding // 2 // 110 + 1)
+    msg.add_attachment(pdf[: padding // 2 + 200], maintype="application", subtype="pdf", filename="figures.pdf")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("minutes.txt", ("Minutes of the meeting. " * 20 + "\n") * (padding // 2 // 500 + 1))
+        archive.writestr("notes/readme.txt", "notes\n")
+    msg.add_attachment(buffer.getvalue(), maintype="application", subtype="zip", filename="minutes.zip")
+    return msg.as_bytes()
+
+
+def pids_of(root_pid: int) -> list[int]:
+    """root_pid and its children (the daemon's workers)."""
+    pids = [root_pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == root_pid:
+                    pids.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pids
+
+
+def cpu_seconds(pids) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / CLK_TCK
+
+
+def smtp_source(port: int, message_file: str, count: int, sessions: int, timeout: float) -> float:
+    """Send count messages over sessions parallel connections; returns the wall time."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [SMTP_SOURCE, "-s", str(sessions), "-m", str(count), "-F", message_file,
+         "-f", "sender@example.org", "-t", "user@example.com", "-M", "bench.example.org",
+         f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=timeout)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"smtp-source failed: {result.stdout}{result.stderr}")
+    return elapsed
+
+
+def latencies(port: int, raw: bytes, count: int) -> list[float]:
+    """Per-message time for sequential sends over one connection (MAIL to end of DATA)."""
+    times = []
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+        for _ in range(count):
+            started = time.perf_counter()
+            client.sendmail("sender@example.org", ["user@example.com"], raw)
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def percentile(values, fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+class NoopMilter:
+    def __init__(self, root: str, spec: str):
+        self.spec = spec
+        self.root = root
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([sys.executable, os.path.join(REPO, "bench", "noop_milter.py"), self.spec],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self.spec.startswith("inet:"):
+            port, _, host = self.spec[5:].partition("@")
+            wait_for_port(int(port), host, proc=self.proc)
+        else:
+            path = self.spec[5:]
+            wait_for_unix_socket(path, proc=self.proc)
+            os.chmod(path, 0o666)
+        return self
+
+    @property
+    def milter_spec(self):
+        if self.spec.startswith("inet:"):
+            port, _, host = self.spec[5:].partition("@")
+            return f"inet:{host}:{port}"
+        return self.spec
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=400, help="messages per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", default="4,16")
+    parser.add_argument("--sizes", default="4096,102400")
+    parser.add_argument("--latency-messages", type=int, default=150)
+    parser.add_argument("--sockets", default="unix,inet")
+    parser.add_argument("--quick", action="store_true", help="a short run for smoke testing")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.messages, args.rounds, args.latency_messages = 60, 1, 30
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    sockets = args.sockets.split(",")
+
+    root = tempfile.mkdtemp(prefix="imss-bench-")
+    os.chmod(root, 0o755)
+    files = {}
+    for size in sizes:
+        raw = make_message(size)
+        path = os.path.join(root, f"msg-{size}.eml")
+        with open(path, "wb") as handle:
+            handle.write(raw.replace(b"\r\n", b"\n"))
+        files[size] = (path, raw)
+
+    sink = SmtpSink(root).start(dump=False)
+    postfix = PostfixInstance(root, relay_port=sink.port).start()
+    configs = [("none", None)]
+    for kind in sockets:
+        configs.append((f"noop-{kind}", lambda k=kind: NoopMilter(
+            root, f"unix:{root}/noop.sock" if k == "unix" else f"inet:{free_port()}@127.0.0.1").start()))
+    for kind in sockets:
+        configs.append((f"imss-{kind}", lambda k=kind: MilterDaemon(
+            os.path.join(root, f"imss-{k}"), max_message_size="50MB",
+            socket_spec=None if k == "unix" else f"inet:{free_port()}@127.0.0.1").start()))
+    for name, _ in configs:
+        if name.startswith("imss-"):
+            os.makedirs(os.path.join(root, name), exist_ok=True)
+            os.chmod(os.path.join(root, name), 0o755)
+
+    results = {}      # (config, size, conc) -> median msgs/s
+    cores = {}
+    lat = {}
+    try:
+        for name, starter in configs:
+            milter = starter() if starter else None
+            try:
+                postfix.set_milter(milter.milter_spec if milter else None)
+                time.sleep(1.0)
+                smtp_source(postfix.smtp_port, files[sizes[0]][0], 20, 4, 120)      # warm-up
+                for size in sizes:
+                    for conc in concurrencies:
+                        rates, used = [], []
+                        for _ in range(args.rounds):
+                            pids = pids_of(milter.proc.pid) if milter else []
+                            cpu_before = cpu_seconds(pids)
+                            wall = smtp_source(postfix.smtp_port, files[size][0], args.messages, conc, 600)
+                            rates.append(args.messages / wall)
+                            if milter:
+                                used.append((cpu_seconds(pids) - cpu_before) / wall)
+                        results[(name, size, conc)] = statistics.median(rates)
+                        cores[(name, size, conc)] = statistics.median(used) if used else None
+                        print(f"  {name:10s} {size // 1024:4d} KB  x{conc:<3d} {results[(name, size, conc)]:8.1f} msg/s"
+                              + (f"  cpu {cores[(name, size, conc)]:.2f} cores" if used else ""), flush=True)
+                times = latencies(postfix.smtp_port, files[sizes[-1]][1], args.latency_messages)
+                lat[name] = (percentile(times, 0.5), percentile(times, 0.99))
+            finally:
+                if milter:
+                    milter.stop()
+    finally:
+        postfix.stop()
+        sink.stop()
+
+    print()
+    print(f"Throughput (median of {args.rounds} round(s) of {args.messages} messages; ratio = imss / no-op on the same socket)")
+    print(f"{'size':>7} {'conc':>5} {'none':>9} " + " ".join(f"{'noop-' + k:>11} {'imss-' + k:>11} {'ratio':>6} {'cores':>6}" for k in sockets))
+    for size in sizes:
+        for conc in concurrencies:
+            row = f"{size // 1024:>5}KB {conc:>5} {results[('none', size, conc)]:>9.1f} "
+            for kind in sockets:
+                noop = results[(f"noop-{kind}", size, conc)]
+                imss = results[(f"imss-{kind}", size, conc)]
+                used = cores[(f"imss-{kind}", size, conc)]
+                row += f"{noop:>11.1f} {imss:>11.1f} {imss / noop:>6.2f} {used:>6.2f} "
+            print(row)
+    print()
+    print(f"Latency per message, {sizes[-1] // 1024} KB, sequential ({args.latency_messages} messages): p50 / p99 in ms")
+    for name, (p50, p99) in lat.items():
+        line = f"  {name:10s} {p50 * 1000:7.1f} {p99 * 1000:7.1f}"
+        if name.startswith("imss-"):
+            kind = name.split("-", 1)[1]
+            base = lat.get(f"noop-{kind}")
+            if base:
+                line += f"   added vs noop: p50 {(p50 - base[0]) * 1000:+.1f} ms, p99 {(p99 - base[1]) * 1000:+.1f} ms"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
