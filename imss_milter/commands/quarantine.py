@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -48,7 +49,6 @@ def register(subparsers) -> None:
 
 
 def _positive_int(text: str) -> int:
-    import argparse
     try:
         value = int(text)
     except ValueError:
