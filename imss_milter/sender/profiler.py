@@ -51,4 +51,4 @@ class IPProfiler:
         return self.state.list_blocks(self._clock())
 
     def unblock(self, ip: str) -> bool:
-        return self.state.remove_block(ip)
+        return self.state.remove_block(ip, self._clock())

@@ -83,7 +83,7 @@ class StateBackend:
     def list_blocks(self, now: float) -> list[Block]:
         raise NotImplementedError
 
-    def remove_block(self, ip: str) -> bool:
+    def remove_block(self, ip: str, now: float) -> bool:
         """Lift a block and forget the IP's counters, so one more event does not block it again at once."""
         raise NotImplementedError
 
@@ -206,10 +206,10 @@ class SQLiteState(StateBackend):
             (now,)).fetchall())
         return [self._block(row) for row in rows]
 
-    def remove_block(self, ip: str) -> bool:
+    def remove_block(self, ip: str, now: float) -> bool:
         def work(connection):
             removed = connection.execute("DELETE FROM sender_blocks WHERE ip = ? AND until > ?",
-                                         (ip, time.time())).rowcount
+                                         (ip, now)).rowcount
             connection.execute("DELETE FROM sender_blocks WHERE ip = ?", (ip,))
             connection.execute("DELETE FROM sender_events WHERE ip = ?", (ip,))
             return removed > 0
@@ -320,14 +320,16 @@ class RedisState(StateBackend):
 
         return sorted(self._call(work), key=lambda b: b.since)
 
-    def remove_block(self, ip: str) -> bool:
+    def remove_block(self, ip: str, now: float) -> bool:
         def work(client):
             pipe = client.pipeline(transaction=True)
+            pipe.get(self._block_key(ip))
             pipe.delete(self._block_key(ip))
             pipe.zrem(f"{self.prefix}blocks", ip)
             for kind in PROFILER_KINDS:
                 pipe.delete(self._events_key(ip, kind))
-            return bool(pipe.execute()[0])
+            block = self._decode(pipe.execute()[0])
+            return block is not None and block.until > now
 
         return self._call(work)
 
