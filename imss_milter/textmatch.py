@@ -17,6 +17,7 @@ import regex
 # How many matches a search collects at most: enough for any min_count or
 # distance rule an admin writes, and a bound on memory for hostile text.
 MAX_MATCHES = 10_000
+_WHITESPACE = re.compile(r"\s+")
 _BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=|\\g<|\(\?\|")
 
 
@@ -57,7 +58,10 @@ def _trie_pattern(words: list[str]) -> str:
         branches, single_chars = [], []
         for char in sorted(k for k in node if k):
             tail = emit(node[char])
-            if tail:
+            if char == " ":
+                # a space in a keyword matches any run of white space (line breaks, tabs, double spaces)
+                branches.append(r"\s+" + tail)
+            elif tail:
                 branches.append(re.escape(char) + tail)
             else:
                 single_chars.append(re.escape(char))
@@ -71,6 +75,11 @@ def _trie_pattern(words: list[str]) -> str:
         return body + "?" if "" in node else body
 
     return emit(trie)
+
+
+def _squeeze(text: str) -> str:
+    """White space runs as one space: how keywords are stored and matched text is looked up."""
+    return _WHITESPACE.sub(" ", text.strip())
 
 
 def _keyword_regex(keywords: list[str]) -> re.Pattern | None:
@@ -104,7 +113,7 @@ class TextMatcher:
         self.case_sensitive = case_sensitive
         self.timeout = timeout
         # keywords are matched on lower-cased text when case does not matter
-        self._keyword_key = {self._fold(k): i for i, k in reversed(list(enumerate(self.keywords)))}
+        self._keyword_key = {self._fold(_squeeze(k)): i for i, k in reversed(list(enumerate(self.keywords)))}
         self._keyword_re = _keyword_regex(list(self._keyword_key))
         self._expression_res = self._compile_expressions()
         self._combined = self._combine_expressions()
@@ -152,8 +161,8 @@ class TextMatcher:
         if self._keyword_re is not None:
             haystack = text if self.case_sensitive else (folded if folded is not None else text.lower())
             for match in self._keyword_re.finditer(haystack):
-                result.hits.append(Hit(self._keyword_key[match.group()], match.start(), match.end(),
-                                       match.group()))
+                found = _squeeze(match.group())
+                result.hits.append(Hit(self._keyword_key[found], match.start(), match.end(), found))
                 if len(result.hits) >= limit:
                     return result
         if self._expression_res:
