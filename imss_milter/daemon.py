@@ -33,10 +33,12 @@ import milter as libmilter
 from .errors import ConfigError, ImssError
 from .milter import ImssMilter, activity
 from .runtime import Runtime
+from .store.retention import apply_retention
 
 log = logging.getLogger("imss_milter")
 
 MILTER_NAME = "imss-milter"
+RETENTION_INTERVAL = 3600.0
 WORKER_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
 
 
@@ -115,6 +117,7 @@ class Master:
         self.stopping = False
         self.reload_requested = False
         self.want = settings.milter.workers or os.cpu_count() or 1
+        self.next_sweep = time.monotonic() + 60     # first retention sweep a minute after start
 
     # -- start-up ------------------------------------------------------------
 
@@ -212,11 +215,24 @@ class Master:
             self.generation.value += 1
             log.info("reload: workers switch to rule generation %d", self.generation.value)
 
+    def sweep(self) -> None:
+        """Hourly housekeeping in the master, off the mail path: quarantine/archive retention."""
+        self.next_sweep = time.monotonic() + RETENTION_INTERVAL
+        try:
+            removed = apply_retention(self.runtime.store, self.settings)
+        except Exception as exc:   # noqa: BLE001 - housekeeping must not stop the daemon
+            log.warning("retention sweep failed: %s", exc)
+            return
+        if any(removed.values()):
+            log.info("retention: expired %(quarantine)d quarantined and %(archive)d archived message(s)", removed)
+
     def supervise(self) -> int:
         while not self.stopping:
             if self.reload_requested:
                 self.do_reload()
             self.reap()
+            if time.monotonic() >= self.next_sweep:
+                self.sweep()
             time.sleep(0.2)
         log.info("stopping: waiting for %d worker(s) to finish messages in flight", len(self.workers))
         for pid in list(self.workers):

@@ -8,11 +8,10 @@ import sys
 
 from imss_milter.errors import StoreError
 from imss_milter.store import Store
+from imss_milter.store.retention import apply_retention
 
 # What `quarantine list --json` promises (SPEC §5); more keys may follow them.
 LIST_KEYS = ("id", "area", "time", "sender", "recipients", "subject", "size", "rules")
-DEFAULT_ARCHIVE_RETENTION = 365
-DEFAULT_QUARANTINE_RETENTION = 30
 
 
 def register(subparsers) -> None:
@@ -202,18 +201,6 @@ def cmd_delete(args, settings) -> int:
             return _unknown(args.id)
     print(f"deleted {args.id}")
     return 0
-
-
-def apply_retention(store, settings, now=None) -> dict[str, int]:
-    """Expire quarantine and archive per their areas' retention; the daemon may call this too."""
-    def days(areas) -> dict:
-        return {name: area.retention_days for name, area in (areas or {}).items()}
-    return {
-        "quarantine": store.expire(days(settings.quarantine_areas), DEFAULT_QUARANTINE_RETENTION,
-                                   now=now, kind="quarantine"),
-        "archive": store.expire(days(getattr(settings, "archive_areas", {})), DEFAULT_ARCHIVE_RETENTION,
-                                now=now, kind="archive"),
-    }
 
 
 def cmd_expire(args, settings) -> int:

@@ -10,6 +10,7 @@ import pytest
 from imss_milter.commands import quarantine as command
 from imss_milter.policy.types import Envelope
 from imss_milter.store import Store
+from imss_milter.store.retention import apply_retention
 
 RAW = (b"From: Alice <alice@example.org>\r\nTo: bob@example.com\r\nSubject: =?utf-8?q?caf=C3=A9?= menu\r\n"
        b"X-Long: first part\r\n\tsecond part\r\n\r\nbody text\r\n")
@@ -152,13 +153,13 @@ def test_apply_retention_uses_area_settings_and_defaults(settings):
     legal = hold(settings, area="legal", kind="archive")
     other_archive = hold(settings, area="misc", kind="archive")
     with Store(settings.state_dir) as store:
-        assert command.apply_retention(store, settings, now=time.time() + 8 * 86400) == \
+        assert apply_retention(store, settings, now=time.time() + 8 * 86400) == \
             {"quarantine": 1, "archive": 0}
         assert store.get(spam) is None and store.get(default) is not None
         # quarantine default 30 days, archive default 365 days
-        assert command.apply_retention(store, settings, now=time.time() + 31 * 86400) == \
+        assert apply_retention(store, settings, now=time.time() + 31 * 86400) == \
             {"quarantine": 1, "archive": 0}
-        assert command.apply_retention(store, settings, now=time.time() + 366 * 86400) == \
+        assert apply_retention(store, settings, now=time.time() + 366 * 86400) == \
             {"quarantine": 0, "archive": 1}
         assert store.get(other_archive) is None and store.get(legal) is not None
 

@@ -1,0 +1,20 @@
+"""Retention: remove quarantined and archived messages older than their area allows.
+
+Shared by `imss-milter quarantine expire` and the daemon's hourly sweep.
+"""
+
+from __future__ import annotations
+
+from imss_milter.settings import DEFAULT_ARCHIVE_RETENTION, DEFAULT_QUARANTINE_RETENTION
+
+
+def apply_retention(store, settings, now=None) -> dict[str, int]:
+    """Expire quarantine and archive per their areas' retention; the daemon may call this too."""
+    def days(areas) -> dict:
+        return {name: area.retention_days for name, area in (areas or {}).items()}
+    return {
+        "quarantine": store.expire(days(settings.quarantine_areas), DEFAULT_QUARANTINE_RETENTION,
+                                   now=now, kind="quarantine"),
+        "archive": store.expire(days(getattr(settings, "archive_areas", {})), DEFAULT_ARCHIVE_RETENTION,
+                                now=now, kind="archive"),
+    }
