@@ -264,6 +264,7 @@ class DnsblChecker:
         ip_key = str(address)
         now = self._clock()
         pending: dict[str, Future] = {}
+        joined: set[str] = set()      # lookups another thread started: they cost no query of ours
         ready: dict[str, ZoneResult] = {}
         with self._lock:
             for zone in self.zones:
@@ -273,7 +274,9 @@ class DnsblChecker:
                     ready[zone.zone] = replace(cached, cached=True)
                     continue
                 future = self._in_flight.get(key)
-                if future is None:
+                if future is not None:
+                    joined.add(zone.zone)
+                else:
                     future = self._pool().submit(self._run_lookup, key, zone.zone, ip_key)
                     self._in_flight[key] = future
                 pending[zone.zone] = future
@@ -286,7 +289,8 @@ class DnsblChecker:
                 continue
             future = pending[zone.zone]
             if future.done():
-                report.results.append(future.result())
+                result = future.result()
+                report.results.append(replace(result, cached=True) if zone.zone in joined else result)
             else:
                 report.results.append(ZoneResult(zone.zone, "error",
                                                  error=f"timeout after {self.dns_config.timeout:g}s"))
