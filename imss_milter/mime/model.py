@@ -32,6 +32,7 @@ class Limits:
     archive_max_entries: int = 1000     # members per archive
     archive_max_expanded: int = 200 * 1024 * 1024   # bytes expanded per message
     archive_max_ratio: int = 100        # expanded/compressed per member
+    archive_ratio_min_bytes: int = 1024 * 1024   # the ratio limit applies past this size (small text compresses well)
     max_text_chars: int = 5_000_000     # text kept for keyword conditions
     regex_timeout: float = 0.25         # seconds per expression match
 
@@ -47,6 +48,7 @@ class Part:
     path: list[str]                 # display path, outermost first: ["a.zip", "a.pdf.exe"]
     payload: bytes                  # fully decoded content
     declared_type: str = ""         # lower-case Content-Type as declared ("" for archive members)
+    declared_types: list[str] = field(default_factory=list)   # every distinct declared type (duplicate headers)
     names: list[str] = field(default_factory=list)   # every candidate file name, decoded
     true_type: str = "unknown"      # a category from TRUE_TYPE_CATEGORIES
     mime: str = "application/octet-stream"           # content type found from the bytes (libmagic)

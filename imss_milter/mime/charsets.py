@@ -1,0 +1,82 @@
+"""Turn bytes in a declared (and often wrong or unknown) charset into text.
+
+Mail declares charsets carelessly: "us-ascii" bodies carry UTF-8, names are
+quoted, typos abound. Decoding never fails; it falls back the way mail
+clients do.
+"""
+
+from __future__ import annotations
+
+import codecs
+from functools import lru_cache
+
+# Names seen in real mail that Python's codec registry does not know.
+_ALIASES = {
+    "unicode-1-1-utf-7": "utf-7",
+    "x-unicode-2-0-utf-7": "utf-7",
+    "utf7": "utf-7",
+    "x-user-defined": "latin-1",
+    "ks_c_5601-1987": "cp949",
+    "ks_c_5601": "cp949",
+    "x-sjis": "shift_jis",
+    "x-euc-jp": "euc_jp",
+    "gb2312": "gb18030",        # a superset: real "gb2312" mail often uses GBK chars
+    "gbk": "gb18030",
+    "iso-8859-8-i": "iso-8859-8",
+    "windows-874": "cp874",
+    "x-mac-roman": "mac_roman",
+    "ansi_x3.4-1968": "ascii",
+}
+
+# Declared ASCII is so often wrong that we treat it as "probably UTF-8".
+_ASCII_NAMES = {"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "646", "us"}
+
+
+@lru_cache(maxsize=256)
+def normalise_charset(charset: str | None) -> str | None:
+    """Return a Python codec name for a declared charset, or None if unknown."""
+    if not charset:
+        return None
+    name = charset.strip().strip("\"'").strip().lower()
+    name = name.split("*", 1)[0]          # RFC 2231 language suffix: utf-8*en
+    if not name:
+        return None
+    if name in _ASCII_NAMES:
+        return "ascii"
+    name = _ALIASES.get(name, name)
+    try:
+        return codecs.lookup(name).name
+    except (LookupError, ValueError):
+        return None
+
+
+def decode_bytes(data: bytes, charset: str | None = None) -> str:
+    """Decode text bytes leniently; never raises.
+
+    Known charsets decode with replacement characters. Unknown, missing or
+    ASCII charsets try strict UTF-8 first, then Windows-1252/Latin-1, which
+    is what clients show for such mail.
+    """
+    codec = normalise_charset(charset)
+    if codec and codec != "ascii":
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            pass
+        except Exception:       # some codecs (utf-7) raise odd errors on junk
+            pass
+        if codec not in ("utf-8",):
+            try:
+                return data.decode(codec, errors="replace")
+            except Exception:
+                pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    if codec == "utf-8":
+        return data.decode("utf-8", errors="replace")
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")

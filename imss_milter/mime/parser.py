@@ -1,0 +1,419 @@
+"""Raw message bytes → MessageModel, reading ambiguous structure every plausible way.
+
+Our own lenient splitter, not Python's email package: attackers exploit the
+gap between what a gateway parses and what a client shows, so wherever the
+structure is ambiguous (duplicate boundaries, duplicate headers, header
+blocks that may end early, CTE values that disagree) every reading is
+scanned, the parts found are merged, and the message is marked malformed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import archives
+from .charsets import decode_bytes
+from .headers import (HeaderBlock, ParsedHeader, decode_rfc2047, name_candidates,
+                      parse_structured, read_header_blocks, rfc2231_values, clean_name)
+from .model import (FLAG_ARCHIVE_LIMIT, FLAG_ENCRYPTED, FLAG_MALFORMED, Limits,
+                    MessageModel, Part)
+from .text import html_to_text, normalise_whitespace
+from .transfer import decode_transfer, find_uuencoded, normalise_cte
+from .truetype import looks_like_email, ole2_encrypted, pdf_encrypted, true_type_of
+
+_TEXT_BODY_TYPES = ("text/plain", "text/html")
+_ENCRYPTED_TYPES = ("multipart/encrypted", "application/pgp-encrypted", "application/x-pkcs7-mime",
+                    "application/pkcs7-mime")
+_PGP_ARMOR = b"-----BEGIN PGP MESSAGE-----"
+_BOUNDARY_GUESS = re.compile(rb"^--([^\s-][^\r\n]{0,200}?|-[^\r\n]{1,200}?)[ \t]*\r?$", re.M)
+
+
+class _Context:
+    """State of one parse: the model being built, limits, dedup of readings."""
+
+    def __init__(self, model: MessageModel, limits: Limits):
+        self.model = model
+        self.limits = limits
+        self.budget = archives.Budget(limits)
+        self.seen_parts: set = set()
+        self.seen_texts: set = set()
+        self.alternate = 0          # >0 while scanning a second reading
+        self.text_chunks: list[str] = []
+        self.text_len = 0
+        self.part_limit_noted = False
+
+    def flag(self, flag: str, note: str):
+        self.model.flags.add(flag)
+        if note not in self.model.notes and len(self.model.notes) < 500:
+            self.model.notes.append(note)
+
+    def malformed(self, note: str):
+        self.flag(FLAG_MALFORMED, note)
+
+    def room_for_part(self, in_archive: bool) -> bool:
+        if len(self.model.parts) < self.limits.max_parts:
+            return True
+        if not self.part_limit_noted:
+            self.part_limit_noted = True
+            note = f"more than {self.limits.max_parts} parts; the rest not scanned"
+            self.flag(FLAG_ARCHIVE_LIMIT if in_archive else FLAG_MALFORMED, note)
+        return False
+
+    def add_part(self, part: Part) -> bool:
+        """Append a part unless an alternate reading already found it."""
+        key = (len(part.payload), hash(part.payload), tuple(part.names), part.origin)
+        if self.alternate and key in self.seen_parts:
+            return False
+        self.seen_parts.add(key)
+        self.model.parts.append(part)
+        return True
+
+    def add_text(self, text: str):
+        if not text:
+            return
+        key = hash(text)
+        if self.alternate and key in self.seen_texts:
+            return
+        self.seen_texts.add(key)
+        room = self.limits.max_text_chars - self.text_len
+        if room <= 0:
+            return
+        text = text[:room]
+        self.text_chunks.append(text)
+        self.text_len += len(text) + 1
+
+
+def parse_message(raw: bytes, limits: Limits = Limits()) -> MessageModel:
+    """Parse raw message bytes into a MessageModel. Never raises."""
+    if not isinstance(raw, bytes):
+        try:
+            raw = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
+        except Exception:
+            raw = b""
+    model = MessageModel(raw_size=len(raw))
+    ctx = _Context(model, limits)
+    try:
+        _parse_top(raw, ctx)
+    except RecursionError:
+        ctx.malformed("structure too deeply nested to parse")
+    except Exception as error:      # a parser bug must not lose the message
+        ctx.malformed(f"parser error: {type(error).__name__}: {error}")
+    model.body_text = " ".join(ctx.text_chunks)[:limits.max_text_chars]
+    return model
+
+
+def _parse_top(raw: bytes, ctx: _Context):
+    strict, lenient = read_header_blocks(raw)
+    model = ctx.model
+    model.headers = [(name, decode_rfc2047(value)) for name, value in strict.fields]
+    if lenient is not None:
+        ctx.malformed("header block may end early: " + "; ".join(lenient.anomalies))
+        known = set(strict.fields)
+        model.headers += [(n, decode_rfc2047(v)) for n, v in lenient.fields if (n, v) not in known]
+    elif strict.anomalies:
+        ctx.malformed("message headers: " + "; ".join(strict.anomalies))
+    subjects = model.header_values("subject")
+    model.subject = subjects[0] if subjects else ""
+    _entity(raw, strict, ctx, depth=0, prefix=[], origin="mime")
+    if lenient is not None:
+        ctx.alternate += 1
+        try:
+            _entity(raw, lenient, ctx, depth=0, prefix=[], origin="mime")
+        finally:
+            ctx.alternate -= 1
+
+
+def _distinct(values):
+    seen = []
+    for value in values:
+        if value and value not in seen:
+            seen.append(value)
+    return seen
+
+
+def _entity(data: bytes, block: HeaderBlock, ctx: _Context, depth: int, prefix: list[str],
+            origin: str, default_type: str = "text/plain"):
+    """Scan one MIME entity (headers already read) and everything inside it."""
+    if depth > ctx.limits.max_mime_depth:
+        ctx.malformed(f"MIME nesting deeper than {ctx.limits.max_mime_depth}; inner parts not scanned")
+        return
+    content_types = [parse_structured(v) for v in block.values("content-type")]
+    dispositions = [parse_structured(v) for v in block.values("content-disposition")]
+    for label, headers in (("Content-Type", content_types), ("Content-Disposition", dispositions)):
+        if len(headers) > 1:
+            ctx.malformed(f"duplicate {label} headers")
+        for header in headers:
+            if header.broken:
+                ctx.malformed(f"{label}: " + "; ".join(header.broken))
+    declared = _distinct(h.value for h in content_types if "/" in h.value)
+    if content_types and not declared:
+        ctx.malformed("Content-Type without a type/subtype")
+    if not declared:
+        declared = [default_type]
+    body = data[block.body_start:]
+    if any(t.startswith("multipart/") for t in declared):
+        if any(t in _ENCRYPTED_TYPES for t in declared):
+            ctx.flag(FLAG_ENCRYPTED, "encrypted message part (" + declared[0] + ")")
+        if _multipart(body, content_types, declared, ctx, depth, prefix, origin):
+            return
+    _leaf(body, block, ctx, depth, prefix, origin, declared, content_types, dispositions)
+
+
+# --- multipart -----------------------------------------------------------------
+
+def _boundaries(content_types: list[ParsedHeader]) -> list[bytes]:
+    values = []
+    for header in content_types:
+        values += header.get_all("boundary")
+        values += rfc2231_values(header.params, "boundary")
+    cleaned = []
+    for value in values:
+        for candidate in (value, value.strip(), clean_name(value)):
+            if candidate:
+                encoded = candidate.encode("utf-8", "surrogateescape")
+                if encoded not in cleaned:
+                    cleaned.append(encoded)
+    return cleaned[:10]
+
+
+def _delimiter_regexes(boundary: bytes):
+    escaped = re.escape(boundary)
+    strict = re.compile(rb"^--" + escaped + rb"(--)?[ \t]*\r?$", re.M)
+    # Clients also accept junk after the boundary on the delimiter line.
+    loose = re.compile(rb"^--" + escaped + rb"(--)?[^\n]*$", re.M)
+    return strict, loose
+
+
+def _split(body: bytes, delimiter: re.Pattern, max_parts: int):
+    """Bodies between delimiter lines: (parts, parts_after_close, closed)."""
+    matches = []
+    for match in delimiter.finditer(body):
+        matches.append(match)
+        if len(matches) > max_parts:
+            break
+    parts: list[bytes] = []
+    after_close: list[bytes] = []
+    closed = False
+    for index, match in enumerate(matches):
+        if match.group(1):
+            closed = True
+            continue
+        start = match.end()
+        if body[start:start + 1] == b"\n":
+            start += 1
+        elif body[start:start + 2] == b"\r\n":
+            start += 2
+        if index + 1 < len(matches):
+            end = matches[index + 1].start()
+            if body[end - 2:end] == b"\r\n":
+                end -= 2
+            elif body[end - 1:end] == b"\n":
+                end -= 1
+        else:
+            end = len(body)
+        (after_close if closed else parts).append(body[start:max(start, end)])
+    return parts, after_close, closed, bool(matches)
+
+
+def _multipart(body: bytes, content_types, declared, ctx: _Context, depth: int, prefix, origin) -> bool:
+    """Scan a multipart body under every boundary reading; False if no reading found parts."""
+    boundaries = _boundaries(content_types)
+    if len(boundaries) > 1:
+        ctx.malformed("several boundary parameters: each one scanned")
+    if not boundaries:
+        ctx.malformed("multipart without a boundary parameter")
+    readings: list[list[bytes]] = []
+    for boundary in boundaries:
+        if re.search(rb"[^0-9A-Za-z'()+_,./:=? -]", boundary) or len(boundary) > 70:
+            ctx.malformed("boundary with characters RFC 2046 does not allow")
+        strict, loose = _delimiter_regexes(boundary)
+        parts, after_close, closed, found = _split(body, strict, ctx.limits.max_parts)
+        if found:
+            if not closed:
+                ctx.malformed("multipart without its final boundary")
+            if after_close:
+                ctx.malformed("parts after the final boundary")
+            readings.append(parts + after_close)
+        loose_parts, loose_after, _closed, loose_found = _split(body, loose, ctx.limits.max_parts)
+        if loose_found and len(loose_parts) + len(loose_after) != len(parts) + len(after_close):
+            ctx.malformed("boundary line with trailing text")
+            readings.append(loose_parts + loose_after)
+    if not any(readings):
+        guess = _BOUNDARY_GUESS.search(body)
+        if guess:
+            ctx.malformed("multipart boundary guessed from the body")
+            strict, _loose = _delimiter_regexes(guess.group(1).rstrip())
+            parts, after_close, _closed, _found = _split(body, strict, ctx.limits.max_parts)
+            readings.append(parts + after_close)
+    if not any(readings):
+        return False
+    child_default = "message/rfc822" if "multipart/digest" in declared else "text/plain"
+    for number, parts in enumerate(readings):
+        if number:
+            ctx.alternate += 1
+        try:
+            for part_bytes in parts:
+                _child(part_bytes, ctx, depth + 1, prefix, origin, child_default)
+        finally:
+            if number:
+                ctx.alternate -= 1
+    return True
+
+
+def _child(part_bytes: bytes, ctx: _Context, depth: int, prefix, origin, default_type):
+    strict, lenient = read_header_blocks(part_bytes)
+    if lenient is not None:
+        ctx.malformed("part header block may end early: " + "; ".join(lenient.anomalies))
+    elif strict.anomalies and strict.fields:
+        ctx.malformed("part headers: " + "; ".join(strict.anomalies))
+    _entity(part_bytes, strict, ctx, depth, prefix, origin, default_type)
+    if lenient is not None:
+        ctx.alternate += 1
+        try:
+            _entity(part_bytes, lenient, ctx, depth, prefix, origin, default_type)
+        finally:
+            ctx.alternate -= 1
+
+
+# --- leaves --------------------------------------------------------------------
+
+def _leaf(body: bytes, block: HeaderBlock, ctx: _Context, depth: int, prefix: list[str], origin: str,
+          declared: list[str], content_types, dispositions):
+    ctes = _distinct(normalise_cte(v) for v in block.values("content-transfer-encoding")) or ["identity"]
+    if len(ctes) > 1:
+        ctx.malformed("conflicting Content-Transfer-Encoding headers: each one decoded")
+    names = _distinct(name_candidates(dispositions, "filename") + name_candidates(content_types, "name"))
+    disposition = dispositions[0].value if dispositions else ""
+    charset = None
+    for header in content_types:
+        charset = charset or header.get("charset")
+    declared_type = declared[0]
+    for number, cte in enumerate(ctes):
+        payload, notes = decode_transfer(body, cte)
+        if notes:
+            ctx.malformed(f"{names[0] if names else declared_type}: " + "; ".join(notes))
+        part = Part(
+            path=prefix + [names[0] if names else declared_type],
+            payload=payload,
+            declared_type=declared_type,
+            declared_types=list(declared),
+            names=list(names),
+            origin=origin,
+            depth=depth,
+            charset=charset,
+            notes=notes,
+        )
+        text_body = (declared_type in _TEXT_BODY_TYPES and not names
+                     and not disposition.startswith("attachment"))
+        part.is_text_body = text_body
+        part.is_attachment = not text_body and (
+            bool(names) or disposition.startswith("attachment") or not declared_type.startswith("text/"))
+        if number:
+            ctx.alternate += 1
+        try:
+            _leaf_reading(part, ctx, text_body)
+        finally:
+            if number:
+                ctx.alternate -= 1
+
+
+def _leaf_reading(part: Part, ctx: _Context, text_body: bool):
+    if any(t in _ENCRYPTED_TYPES for t in part.declared_types):
+        ctx.flag(FLAG_ENCRYPTED, f"encrypted content ({part.declared_type})")
+    if text_body:
+        if not ctx.room_for_part(False):
+            return
+        part.true_type, part.mime = true_type_of(part.payload, "")
+        if not ctx.add_part(part):
+            return
+        _text_body(part, ctx)
+        return
+    if part.declared_type in ("message/rfc822", "message/global", "message/news"):
+        if ctx.room_for_part(False) and ctx.add_part(part):
+            part.true_type, part.mime = "email", "message/rfc822"
+            _nested_message(part, ctx)
+        return
+    _add_file(part, ctx, archive_depth=0)
+
+
+def _text_body(part: Part, ctx: _Context):
+    payload = part.payload
+    uu_files = find_uuencoded(payload) if part.declared_type == "text/plain" else []
+    if uu_files:
+        # The encoded lines are file data, not text a person reads.
+        pieces, pos = [], 0
+        for uu in uu_files:
+            pieces.append(payload[pos:uu.start])
+            pos = uu.end
+        pieces.append(payload[pos:])
+        payload = b"\n".join(pieces)
+    if _PGP_ARMOR in payload:
+        ctx.flag(FLAG_ENCRYPTED, "PGP-encrypted text")
+    text = decode_bytes(payload, part.charset)
+    ctx.add_text(html_to_text(text) if part.declared_type == "text/html" else normalise_whitespace(text))
+    for uu in uu_files:
+        name = clean_name(uu.name) or "uuencoded"
+        uu_part = Part(path=part.path[:-1] + [name], payload=uu.payload, names=[name],
+                       is_attachment=True, origin="uuencode", depth=part.depth)
+        _add_file(uu_part, ctx, archive_depth=0)
+
+
+def _add_file(part: Part, ctx: _Context, archive_depth: int):
+    """Record a file-like part, then look inside it (archive members, nested mail)."""
+    if not ctx.room_for_part(part.origin == "archive"):
+        return
+    if not part.encrypted:
+        part.true_type, part.mime = true_type_of(part.payload, part.name)
+    if part.true_type in ("document", "office-macro", "pdf") and (
+            ole2_encrypted(part.payload) or pdf_encrypted(part.payload)):
+        part.encrypted = True
+        ctx.flag(FLAG_ENCRYPTED, f"{part.name or part.declared_type}: password-protected document")
+    if not ctx.add_part(part):
+        return
+    if part.true_type == "archive":
+        _expand_archive(part, ctx, archive_depth)
+    elif part.true_type == "email" and part.mime == "message/rfc822" and looks_like_email(part.payload):
+        _nested_message(part, ctx)
+
+
+def _expand_archive(part: Part, ctx: _Context, archive_depth: int):
+    if archive_depth >= ctx.limits.archive_max_depth:
+        ctx.flag(FLAG_ARCHIVE_LIMIT, f"{part.name or 'archive'}: archives nested deeper than "
+                                     f"{ctx.limits.archive_max_depth}; not expanded")
+        return
+    expansion = archives.expand(part.payload, part.name, ctx.budget)
+    if expansion is None:
+        return
+    for note in expansion.limit_notes:
+        ctx.flag(FLAG_ARCHIVE_LIMIT, f"{part.name}: {note}")
+    for note in expansion.malformed_notes:
+        ctx.malformed(f"{part.name}: {note}")
+    for member in expansion.members:
+        child = Part(path=part.path + [member.names[0]], payload=member.payload,
+                     names=list(member.names), is_attachment=True, origin="archive",
+                     depth=part.depth + 1, encrypted=member.encrypted, notes=list(member.notes))
+        if member.encrypted:
+            ctx.flag(FLAG_ENCRYPTED, f"{part.name}: encrypted member {member.names[0]}")
+        _add_file(child, ctx, archive_depth + 1)
+
+
+def _nested_message(part: Part, ctx: _Context):
+    """Scan an attached message; its parts get the attachment's path as prefix."""
+    depth = part.depth + 1
+    if depth > ctx.limits.max_mime_depth:
+        ctx.malformed(f"messages nested deeper than {ctx.limits.max_mime_depth}; not scanned")
+        return
+    strict, lenient = read_header_blocks(part.payload)
+    if lenient is not None:
+        ctx.malformed("attached message header block may end early")
+    prefix = list(part.path)
+    subject = strict.values("subject")
+    if subject:
+        ctx.add_text(normalise_whitespace(decode_rfc2047(subject[0])))
+    _entity(part.payload, strict, ctx, depth, prefix, "message")
+    if lenient is not None:
+        ctx.alternate += 1
+        try:
+            _entity(part.payload, lenient, ctx, depth, prefix, "message")
+        finally:
+            ctx.alternate -= 1

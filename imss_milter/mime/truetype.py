@@ -1,0 +1,438 @@
+"""The true type of a file from its bytes: a category of SPEC §4 and a MIME type.
+
+libmagic gives the MIME type; our own checks come first for what matters to
+policy and what libmagic may blur: executables (PE, ELF, Mach-O, fat
+binaries), scripts, Office files with macros, archives, mail. Plain text is
+recognised without libmagic: libmagic spends milliseconds on every text
+buffer, and text bodies are the most common parts.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import threading
+
+try:
+    import magic as _magic_module
+except Exception:       # libmagic missing: our own checks still work
+    _magic_module = None
+
+_thread_state = threading.local()
+
+
+def libmagic_mime(payload: bytes) -> str:
+    """libmagic's MIME type for a buffer; one Magic per thread (not thread safe)."""
+    if _magic_module is None or not payload:
+        return "application/octet-stream" if payload else "application/x-empty"
+    detector = getattr(_thread_state, "magic", None)
+    if detector is None:
+        detector = _magic_module.Magic(mime=True)
+        _thread_state.magic = detector
+    try:
+        return detector.from_buffer(payload) or "application/octet-stream"
+    except Exception:
+        return "application/octet-stream"
+
+
+# --- our own checks ----------------------------------------------------------
+
+_MACHO_MAGICS = (b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe")
+_FAT_MAGICS = (b"\xca\xfe\xba\xbe", b"\xca\xfe\xba\xbf", b"\xbe\xba\xfe\xca", b"\xbf\xba\xfe\xca")
+
+# (prefix, offset, category, mime) for formats identified by a fixed signature.
+_SIGNATURES: tuple[tuple[bytes, int, str, str], ...] = (
+    (b"\x7fELF", 0, "executable", "application/x-executable"),
+    (b"%PDF-", 0, "pdf", "application/pdf"),
+    (b"{\\rtf", 0, "document", "text/rtf"),
+    (b"\x1f\x8b", 0, "archive", "application/gzip"),
+    (b"BZh", 0, "archive", "application/x-bzip2"),
+    (b"\xfd7zXZ\x00", 0, "archive", "application/x-xz"),
+    (b"7z\xbc\xaf\x27\x1c", 0, "archive", "application/x-7z-compressed"),
+    (b"Rar!\x1a\x07", 0, "archive", "application/vnd.rar"),
+    (b"MSCF\x00\x00\x00\x00", 0, "archive", "application/vnd.ms-cab-compressed"),
+    (b"\x28\xb5\x2f\xfd", 0, "archive", "application/zstd"),
+    (b"\x60\xea", 0, "archive", "application/x-arj"),
+    (b"ustar", 257, "archive", "application/x-tar"),
+    (b"CD001", 0x8001, "archive", "application/x-iso9660-image"),
+    (b"\x89PNG\r\n\x1a\n", 0, "image", "image/png"),
+    (b"\xff\xd8\xff", 0, "image", "image/jpeg"),
+    (b"GIF87a", 0, "image", "image/gif"),
+    (b"GIF89a", 0, "image", "image/gif"),
+    (b"II*\x00", 0, "image", "image/tiff"),
+    (b"MM\x00*", 0, "image", "image/tiff"),
+    (b"\x00\x00\x01\x00", 0, "image", "image/vnd.microsoft.icon"),
+    (b"ID3", 0, "audio", "audio/mpeg"),
+    (b"fLaC", 0, "audio", "audio/flac"),
+    (b"#!AMR", 0, "audio", "audio/amr"),
+    (b"\x1aE\xdf\xa3", 0, "video", "video/x-matroska"),
+    (b"FLV\x01", 0, "video", "video/x-flv"),
+    (b"\x00\x00\x01\xba", 0, "video", "video/mpeg"),
+    (b"\x00\x00\x01\xb3", 0, "video", "video/mpeg"),
+)
+
+_RIFF_KINDS = {b"WAVE": ("audio", "audio/x-wav"), b"AVI ": ("video", "video/x-msvideo"),
+               b"WEBP": ("image", "image/webp")}
+
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
+def _utf16(name: str) -> bytes:
+    return name.encode("utf-16-le")
+
+
+_OLE_MACRO_STREAMS = tuple(_utf16(n) for n in ("_VBA_PROJECT", "Macros", "VBA\x00", "PROJECTwm"))
+_OLE_DOCUMENT_STREAMS = tuple(_utf16(n) for n in (
+    "WordDocument", "Workbook", "Book\x00", "PowerPoint Document", "VisioDocument"))
+_OLE_ENCRYPTED_STREAMS = (_utf16("EncryptedPackage"), _utf16("EncryptionInfo"))
+_OLE_MSG_STREAM = _utf16("__substg1.0_")
+_OLE_MSI_HINT = _utf16("\u4840\u3f3f")   # MSI tables' name prefix in their compressed name encoding
+
+
+def _check_pe(payload: bytes) -> tuple[str, str] | None:
+    if not payload.startswith(b"MZ") or len(payload) < 64:
+        return None
+    (offset,) = struct.unpack_from("<I", payload, 0x3C)
+    if 0 < offset <= len(payload) - 4 and payload[offset:offset + 4] == b"PE\x00\x00":
+        return "executable", "application/vnd.microsoft.portable-executable"
+    return "executable", "application/x-dosexec"     # DOS stub or damaged PE: still runs
+
+
+def _check_macho(payload: bytes) -> tuple[str, str] | None:
+    head = payload[:4]
+    if head in _MACHO_MAGICS:
+        return "executable", "application/x-mach-binary"
+    if head in _FAT_MAGICS and len(payload) >= 8:
+        # Java class files share CAFEBABE; their version field is >= 45 where
+        # a fat binary's architecture count is small.
+        big_endian = head[:2] == b"\xca\xfe"
+        (count,) = struct.unpack_from(">I" if big_endian else "<I", payload, 4)
+        if 0 < count < 40:
+            return "executable", "application/x-mach-binary"
+        if head == b"\xca\xfe\xba\xbe":
+            return "executable", "application/x-java-applet"
+    return None
+
+
+def _check_ole2(payload: bytes) -> tuple[str, str, bool] | None:
+    if not payload.startswith(_OLE2_MAGIC):
+        return None
+    encrypted = any(s in payload for s in _OLE_ENCRYPTED_STREAMS)
+    if any(s in payload for s in _OLE_MACRO_STREAMS):
+        return "office-macro", "application/msword", encrypted
+    if any(s in payload for s in _OLE_DOCUMENT_STREAMS):
+        return "document", "application/msword", encrypted
+    if _OLE_MSG_STREAM in payload:
+        return "email", "application/vnd.ms-outlook", encrypted
+    if encrypted:
+        return "document", "application/encrypted", encrypted
+    return "document", "application/x-ole-storage", encrypted
+
+
+def _check_zip(payload: bytes) -> tuple[str, str] | None:
+    if payload[:4] not in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
+        return None
+    # Member names are stored uncompressed in the headers: a byte search
+    # finds them even when the central directory is damaged.
+    if b"vbaProject.bin" in payload or b"vbaProjectSignature" in payload:
+        return "office-macro", "application/vnd.ms-office.vbaproject"
+    if b"[Content_Types].xml" in payload:
+        if b"word/" in payload:
+            return "document", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+        if b"xl/" in payload:
+            return "document", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        if b"ppt/" in payload:
+            return "document", "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+        return "document", "application/vnd.openxmlformats-officedocument"
+    if payload[30:38] == b"mimetype" and b"application/vnd.oasis.opendocument" in payload[38:200]:
+        if b"macro" in payload.lower() and b"Basic/" in payload:
+            return "office-macro", "application/vnd.oasis.opendocument"
+        return "document", "application/vnd.oasis.opendocument"
+    return "archive", "application/zip"
+
+
+def _check_media(payload: bytes) -> tuple[str, str] | None:
+    if payload[:4] == b"RIFF" and payload[8:12] in _RIFF_KINDS:
+        return _RIFF_KINDS[payload[8:12]]
+    if payload[:4] == b"FORM" and payload[8:12] in (b"AIFF", b"AIFC"):
+        return "audio", "audio/x-aiff"
+    if payload[4:8] == b"ftyp":
+        brand = payload[8:12]
+        if brand in (b"M4A ", b"M4B ", b"M4P "):
+            return "audio", "audio/mp4"
+        if brand in (b"heic", b"heix", b"mif1", b"avif"):
+            return "image", "image/heif"
+        return "video", "video/mp4"
+    if payload[:4] == b"OggS":
+        if b"theora" in payload[:512] or b"\x80theora" in payload[:512]:
+            return "video", "video/ogg"
+        return "audio", "audio/ogg"
+    if payload[:2] == b"BM" and len(payload) >= 26:
+        (size,) = struct.unpack_from("<I", payload, 2)
+        if size == len(payload) or payload[14:18] in (b"\x28\x00\x00\x00", b"\x0c\x00\x00\x00", b"\x7c\x00\x00\x00"):
+            return "image", "image/bmp"
+    if len(payload) >= 4 and payload[0] == 0xFF and payload[1] & 0xE0 == 0xE0 and payload[1] & 0x06:
+        # MPEG audio frame sync with a valid layer; too weak for text.
+        if not _looks_like_text(payload[:512]):
+            return "audio", "audio/mpeg"
+    return None
+
+
+# --- text-based formats ------------------------------------------------------
+
+_SCRIPT_EXTENSIONS = {
+    "js": "application/javascript", "jse": "application/javascript", "vbs": "text/vbscript",
+    "vbe": "text/vbscript", "wsf": "text/xml", "wsh": "text/plain", "ps1": "text/x-powershell",
+    "psm1": "text/x-powershell", "psd1": "text/x-powershell", "bat": "text/x-msdos-batch",
+    "cmd": "text/x-msdos-batch", "hta": "application/hta", "sh": "text/x-shellscript",
+    "bash": "text/x-shellscript", "py": "text/x-python", "pl": "text/x-perl",
+    "rb": "text/x-ruby", "php": "text/x-php", "vba": "text/vbscript", "sct": "text/scriptlet",
+    "jar": "application/java-archive", "lnk": "application/x-ms-shortcut", "reg": "text/x-ms-regedit",
+    "applescript": "text/x-applescript", "scpt": "text/x-applescript",
+}
+
+# Indicators of script code, by language. Two distinct hits (or one strong
+# hit) are needed, so prose mentioning "eval(" stays text.
+_SCRIPT_HINTS: dict[str, tuple[str, tuple[re.Pattern, ...], tuple[re.Pattern, ...]]] = {
+    "vbscript": ("text/vbscript", (
+        re.compile(r"CreateObject\s*\(\s*\"WScript", re.I),
+        re.compile(r"WScript\.(?:Shell|CreateObject|Echo|Sleep)", re.I),
+        re.compile(r"^\s*On Error Resume Next", re.I | re.M),
+        re.compile(r"\bExecute(?:Global)?\s*\(?\s*\w*\s*\(", re.I),
+    ), (
+        re.compile(r"^\s*Dim\s+\w+", re.I | re.M),
+        re.compile(r"^\s*Set\s+\w+\s*=", re.I | re.M),
+        re.compile(r"^\s*End\s+(?:Sub|Function)\b", re.I | re.M),
+        re.compile(r"CreateObject\s*\(", re.I),
+        re.compile(r"\bChr[WB]?\s*\(\s*\d+\s*\)", re.I),
+    )),
+    "jscript": ("application/javascript", (
+        re.compile(r"new\s+ActiveXObject\s*\(", re.I),
+        re.compile(r"WScript\.CreateObject\s*\(", re.I),
+    ), (
+        re.compile(r"\bvar\s+\w+\s*=", re.I),
+        re.compile(r"\bfunction\s*\w*\s*\([^)]*\)\s*\{"),
+        re.compile(r"\beval\s*\("),
+        re.compile(r"String\.fromCharCode\s*\("),
+        re.compile(r"\.Run\s*\(|\.Exec\s*\(", re.I),
+        re.compile(r"unescape\s*\("),
+    )),
+    "powershell": ("text/x-powershell", (
+        re.compile(r"\b(?:Invoke-Expression|Invoke-WebRequest|DownloadString|DownloadFile)\b", re.I),
+        re.compile(r"New-Object\s+(?:System\.)?Net\.WebClient", re.I),
+        re.compile(r"powershell(?:\.exe)?\s+(?:-\w+\s+)*-(?:enc|encodedcommand|e)\s", re.I),
+    ), (
+        re.compile(r"\$env:\w+", re.I),
+        re.compile(r"\bIEX\b"),
+        re.compile(r"-ExecutionPolicy\s+Bypass", re.I),
+        re.compile(r"\[System\.\w+", re.I),
+        re.compile(r"\bStart-Process\b", re.I),
+    )),
+    "batch": ("text/x-msdos-batch", (
+        re.compile(r"\A\s*@echo\s+off\b", re.I),
+    ), (
+        re.compile(r"%COMSPEC%|%TEMP%|%APPDATA%|%USERPROFILE%", re.I),
+        re.compile(r"\bcmd(?:\.exe)?\s+/[ck]\b", re.I),
+        re.compile(r"^\s*(?:set|goto|call|start)\s+\S", re.I | re.M),
+        re.compile(r"\b(?:bitsadmin|certutil|mshta|rundll32|regsvr32)\b", re.I),
+    )),
+}
+
+_HTML_START = re.compile(rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S)
+_HTML_ANYWHERE = re.compile(rb"<(?:html|body|script|iframe|div|table|a\s+href)\b", re.I)
+_HTA_HINT = re.compile(rb"<hta:application\b", re.I)
+_MAIL_HEADER = re.compile(
+    rb"^(?:from|to|cc|subject|date|received|message-id|mime-version|return-path|"
+    rb"content-type|reply-to|x-[\w-]+|delivered-to|sender)[ \t]*:", re.I | re.M)
+_HEADER_LIKE_LINE = re.compile(rb"^(?:[!-9;-~]+[ \t]*:|[ \t]+\S)")
+_TEXT_BYTES = bytes(range(32, 127)) + b"\t\r\n\f\x1b"
+
+
+def _looks_like_text(sample: bytes) -> bool:
+    """True when the bytes read as text in some common encoding."""
+    if not sample:
+        return True
+    if b"\x00" in sample:
+        # UTF-16 text with BOM is still text.
+        return sample[:2] in (b"\xff\xfe", b"\xfe\xff")
+    binary = len(sample.translate(None, _TEXT_BYTES))
+    if binary == 0:
+        return True
+    try:
+        sample.decode("utf-8")
+        return True
+    except UnicodeDecodeError as error:
+        if error.start >= len(sample) - 4:      # cut inside a multi-byte char
+            return True
+    control = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13, 27))
+    return control * 50 < len(sample)       # 8-bit legacy charsets: few control bytes
+
+
+def looks_like_email(payload: bytes) -> bool:
+    """A mail message: starts with header lines, several of them well known."""
+    head = payload[:4096].lstrip(b"\r\n")
+    if head.startswith(b"From "):
+        head = head.split(b"\n", 1)[-1]
+    lines = head.split(b"\n", 40)[:40]
+    known = 0
+    for line in lines:
+        line = line.rstrip(b"\r")
+        if not line:
+            break
+        if not _HEADER_LIKE_LINE.match(line):
+            return False
+        if _MAIL_HEADER.match(line):
+            known += 1
+    return known >= 2
+
+
+def _check_text(payload: bytes, extension: str) -> tuple[str, str] | None:
+    sample = payload[:8192]
+    if not _looks_like_text(sample):
+        return None
+    if sample.startswith(b"#!"):
+        return "script", "text/x-script"
+    if _HTA_HINT.search(sample):
+        return "script", "application/hta"
+    if extension in _SCRIPT_EXTENSIONS and extension not in ("jar", "lnk"):
+        return "script", _SCRIPT_EXTENSIONS[extension]
+    if looks_like_email(payload):
+        return "email", "message/rfc822"
+    if _HTML_START.match(sample) or (extension in ("htm", "html", "xhtml", "shtml")):
+        return "html", "text/html"
+    if sample.lstrip().startswith(b"<?xml") and b"<svg" in sample:
+        return "image", "image/svg+xml"
+    script = _script_language(sample)
+    if script:
+        return "script", script
+    if _HTML_ANYWHERE.search(sample):
+        return "html", "text/html"
+    return "text", "text/plain"
+
+
+def _script_language(sample: bytes) -> str | None:
+    text = sample.decode("latin-1")
+    for _language, (mime, strong, weak) in _SCRIPT_HINTS.items():
+        if any(p.search(text) for p in strong):
+            return mime
+        if sum(1 for p in weak if p.search(text)) >= 3:
+            return mime
+    return None
+
+
+# --- libmagic MIME → category -------------------------------------------------
+
+_MIME_CATEGORY_EXACT = {
+    "application/x-dosexec": "executable", "application/x-executable": "executable",
+    "application/x-sharedlib": "executable", "application/x-pie-executable": "executable",
+    "application/x-mach-binary": "executable", "application/vnd.microsoft.portable-executable": "executable",
+    "application/x-msi": "executable", "application/x-ms-installer": "executable",
+    "application/x-elf": "executable", "application/java-archive": "archive",
+    "application/x-java-applet": "executable", "application/x-ms-shortcut": "script",
+    "application/pdf": "pdf", "application/rtf": "document", "text/rtf": "document",
+    "application/msword": "document", "application/vnd.ms-excel": "document",
+    "application/vnd.ms-powerpoint": "document", "application/x-ole-storage": "document",
+    "application/cdfv2": "document", "application/vnd.ms-outlook": "email",
+    "message/rfc822": "email", "message/news": "email",
+    "text/html": "html", "application/xhtml+xml": "html",
+    "application/javascript": "script", "text/javascript": "script",
+    "application/x-shellscript": "script", "text/x-shellscript": "script",
+    "text/x-python": "script", "text/x-script.python": "script", "text/x-perl": "script",
+    "text/x-php": "script", "text/x-ruby": "script", "text/x-msdos-batch": "script",
+    "text/x-powershell": "script", "text/vbscript": "script", "application/hta": "script",
+    "application/zip": "archive", "application/gzip": "archive", "application/x-gzip": "archive",
+    "application/x-bzip2": "archive", "application/x-xz": "archive", "application/x-tar": "archive",
+    "application/x-7z-compressed": "archive", "application/x-rar": "archive",
+    "application/vnd.rar": "archive", "application/x-rar-compressed": "archive",
+    "application/vnd.ms-cab-compressed": "archive", "application/x-lzh-compressed": "archive",
+    "application/x-arj": "archive", "application/zstd": "archive", "application/x-lzma": "archive",
+    "application/x-iso9660-image": "archive", "application/x-cpio": "archive",
+    "application/x-compress": "archive", "application/x-archive": "archive",
+    "application/x-xar": "archive", "application/x-apple-diskimage": "archive",
+    "application/ogg": "audio",
+}
+
+
+def category_of_mime(mime: str) -> str:
+    """Map a MIME type (from libmagic) to a true-type category."""
+    mime = mime.lower()
+    if mime in _MIME_CATEGORY_EXACT:
+        return _MIME_CATEGORY_EXACT[mime]
+    if "macroenabled" in mime or "vbaproject" in mime:
+        return "office-macro"
+    if mime.startswith("image/"):
+        return "image"
+    if mime.startswith("audio/"):
+        return "audio"
+    if mime.startswith("video/"):
+        return "video"
+    if mime.startswith("message/"):
+        return "email"
+    if ("officedocument" in mime or "opendocument" in mime or "ms-word" in mime
+            or "ms-excel" in mime or "ms-powerpoint" in mime or "ms-office" in mime):
+        return "document"
+    if mime.startswith("text/"):
+        return "text"
+    return "unknown"
+
+
+def _extension(name_hint: str) -> str:
+    name = name_hint.strip().rstrip(". ").lower()
+    return name.rsplit(".", 1)[1] if "." in name else ""
+
+
+def _own_check(payload: bytes, extension: str) -> tuple[str, str] | None:
+    for check in (_check_pe, _check_macho, _check_zip, _check_media):
+        found = check(payload)
+        if found:
+            return found
+    ole = _check_ole2(payload)
+    if ole:
+        return ole[0], ole[1]
+    for prefix, offset, category, mime in _SIGNATURES:
+        if payload.startswith(prefix, offset):
+            return category, mime
+    # PDF readers accept the header anywhere in the first kilobyte.
+    if b"%PDF-" in payload[:1024]:
+        return "pdf", "application/pdf"
+    return None
+
+
+def true_type_of(payload: bytes, name_hint: str = "") -> tuple[str, str]:
+    """(category, mime) of a file from its content; name_hint only refines
+    text (a .js file is a script). Never raises; libmagic runs at most once."""
+    try:
+        return _true_type(payload, _extension(name_hint))
+    except Exception:
+        return "unknown", "application/octet-stream"
+
+
+def _true_type(payload: bytes, extension: str) -> tuple[str, str]:
+    if not payload:
+        return "unknown", "application/x-empty"
+    own = _own_check(payload, extension)
+    if own is None:
+        text = _check_text(payload, extension)
+        if text is not None and text[0] in ("text", "html", "script", "email"):
+            return text     # libmagic adds nothing for text but milliseconds
+        own = text
+    mime = libmagic_mime(payload)
+    magic_category = category_of_mime(mime)
+    if own is None:
+        return magic_category, mime
+    category, own_mime = own
+    if magic_category == category or (category == "office-macro" and magic_category == "document"):
+        return category, mime
+    if category == "archive" and magic_category in ("document", "office-macro", "executable"):
+        return magic_category, mime     # libmagic knows more zip flavours (jar, apk, epub)
+    return category, own_mime
+
+
+def ole2_encrypted(payload: bytes) -> bool:
+    """An OLE2 file holding an encrypted Office package (password protected)."""
+    ole = _check_ole2(payload)
+    return bool(ole and ole[2])
+
+
+def pdf_encrypted(payload: bytes) -> bool:
+    return payload.startswith(b"%PDF") and b"/Encrypt" in payload
