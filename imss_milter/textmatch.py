@@ -17,6 +17,7 @@ import regex
 # How many matches a search collects at most: enough for any min_count or
 # distance rule an admin writes, and a bound on memory for hostile text.
 MAX_MATCHES = 10_000
+_UNSPACED_SCRIPTS = re.compile("[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]")
 _WHITESPACE = re.compile(r"\s+")
 _BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=|\\g<|\(\?\|")
 
@@ -77,6 +78,11 @@ def _trie_pattern(words: list[str]) -> str:
     return emit(trie)
 
 
+def _needs_boundary(char: str) -> bool:
+    """Word characters need a word boundary, except in scripts written without spaces (CJK, Thai)."""
+    return bool(re.match(r"\w", char)) and not _UNSPACED_SCRIPTS.match(char)
+
+
 def _squeeze(text: str) -> str:
     """White space runs as one space: how keywords are stored and matched text is looked up."""
     return _WHITESPACE.sub(" ", text.strip())
@@ -93,7 +99,7 @@ def _keyword_regex(keywords: list[str]) -> re.Pattern | None:
     groups: dict[tuple[bool, bool], list[str]] = {}
     for word in keywords:
         if word:
-            edges = (bool(re.match(r"\w", word[0])), bool(re.match(r"\w", word[-1])))
+            edges = (_needs_boundary(word[0]), _needs_boundary(word[-1]))
             groups.setdefault(edges, []).append(word)
     if not groups:
         return None
