@@ -8,6 +8,7 @@ when the backend cannot answer, so the caller can apply on_error.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -154,7 +155,9 @@ class LdapDirectory:
 
         server = ldap3.Server(self.config.url, connect_timeout=self.config.timeout, get_info=ldap3.NONE)
         connection = ldap3.Connection(server, user=self.config.bind_dn, password=self.config.bind_password,
-                                      client_strategy=ldap3.SAFE_SYNC, receive_timeout=self.config.timeout,
+                                      client_strategy=ldap3.SAFE_SYNC,
+                                      # ldap3 packs this into SO_RCVTIMEO as whole seconds
+                                      receive_timeout=max(1, math.ceil(self.config.timeout)),
                                       raise_exceptions=False, read_only=True)
         status, result, _, _ = connection.bind()
         if not status:
@@ -171,7 +174,7 @@ class LdapDirectory:
                 if self._connection is None:
                     try:
                         self._connection = self._connect()
-                    except LDAPException as exc:
+                    except (LDAPException, OSError, ValueError) as exc:
                         raise DirectoryUnavailable(f"LDAP {self.config.url}: {exc}") from None
                 connection = self._connection
             try:
@@ -179,7 +182,7 @@ class LdapDirectory:
                 status, result, response, _ = connection.search(self.config.base, search_filter,
                                                                 search_scope=ldap3.SUBTREE,
                                                                 attributes=[], size_limit=1)
-            except LDAPException as exc:
+            except (LDAPException, OSError, ValueError) as exc:
                 with self._connection_lock:
                     self._connection = None
                 if attempt == 2:

@@ -291,7 +291,9 @@ class SenderFilter:
                                     {**detail, "rule": f"ip_profiler:{block.kind}"})
         try:
             status = self.directory.lookup(recipient)
-        except DirectoryUnavailable as exc:
+        except Exception as exc:   # DirectoryUnavailable, or a client-library bug: never a crash, never a 550
+            if not isinstance(exc, DirectoryUnavailable):
+                log.exception("recipient directory lookup failed")
             self._log_error("directory_error", "directory", {"ip": ip, "recipient": recipient, "error": str(exc)})
             if self.config.directory.on_error == "tempfail":
                 return SenderDecision.from_reply(DIRECTORY_TEMPFAIL, f"directory_error: {exc}")
