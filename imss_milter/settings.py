@@ -108,7 +108,8 @@ def require_mapping(value: Any, what: str, container, key) -> LDict:
 
 def require_str(value: Any, what: str, container, key, allow_empty: bool = False) -> str:
     if not isinstance(value, str) or (not allow_empty and not value.strip()):
-        raise fail(f"{what}: expected a non-empty string, got {type_name(value)}", container, key)
+        got = "an empty string" if isinstance(value, str) else type_name(value)
+        raise fail(f"{what}: expected a non-empty string, got {got}", container, key)
     return value
 
 
@@ -158,7 +159,7 @@ class MilterSettings:
     max_message_size: int = 50 * 1024 ** 2
     spool_memory_limit: int = 1024 ** 2     # body bytes kept in memory before spooling to disk
     workers: int = 0                        # scanning processes; 0 = one per CPU
-    user: str = "imss-milter"
+    user: str = "imss-milter"              # "" = do not switch user
     group: str | None = None
     pid_file: str = "/run/imss-milter/imss-milter.pid"
 
@@ -290,7 +291,9 @@ def _milter(section: LDict) -> MilterSettings:
     if "workers" in section:
         values["workers"] = require_int(section["workers"], "milter.workers", section, "workers", minimum=0)
     if "user" in section:
-        values["user"] = require_str(section["user"], "milter.user", section, "user")
+        # "" (or null) keeps the user the daemon was started as, e.g. in tests or containers
+        user = section["user"]
+        values["user"] = "" if user is None else require_str(user, "milter.user", section, "user", allow_empty=True)
     if "group" in section:
         values["group"] = (None if section["group"] is None
                            else require_str(section["group"], "milter.group", section, "group"))

@@ -140,6 +140,11 @@ def test_settings_are_frozen(tmp_path):
         settings.milter.workers = 9
 
 
+def test_empty_user_means_stay_as_started(tmp_path):
+    assert load_settings(write(tmp_path, "milter: {user: ''}\n")).milter.user == ""
+    assert load_settings(write(tmp_path, "milter: {user: null}\n")).milter.user == ""
+
+
 def test_metrics_can_be_switched_off(tmp_path):
     assert load_settings(write(tmp_path, "metrics: {listen: null}\n")).metrics_listen is None
 
@@ -160,6 +165,8 @@ def test_socket_forms_accepted(tmp_path, socket):
     ("milter:\n  timeout: forever\n", 2, ["timeout", "duration"]),
     ("milter:\n  workers: -1\n", 2, ["workers", "at least 0"]),
     ("milter:\n  workers: two\n", 2, ["workers", "whole number"]),
+    ("milter:\n  user: 7\n", 2, ["milter.user", "string"]),
+    ("milter:\n  pid_file: ''\n", 2, ["milter.pid_file", "got an empty string"]),
     ("milter: 5\n", 1, ["milter", "expected a mapping"]),
     ("internal_domains: [example.com, 'bad domain']\n", 1, ["internal_domains", "domain name"]),
     ("internal_domains:\n  - example.com\n  - 42\n", 3, ["internal_domains", "non-empty string"]),
