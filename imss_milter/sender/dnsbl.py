@@ -8,6 +8,7 @@ cached for their TTL (NXDOMAIN too), one query in flight per (zone, ip).
 from __future__ import annotations
 
 import ipaddress
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -219,11 +220,14 @@ class DnsblChecker:
         self._lock = threading.Lock()
         self._max_workers = max_workers
         self._executor: ThreadPoolExecutor | None = None
+        self._executor_pid: int | None = None
 
     def _pool(self) -> ThreadPoolExecutor:
         # created lazily so a filter built before the milter forks its workers owns no threads yet
-        if self._executor is None:
+        # (and again in a forked child, where the parent's pool threads do not exist)
+        if self._executor is None or self._executor_pid != os.getpid():
             self._executor = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="dnsbl")
+            self._executor_pid = os.getpid()
         return self._executor
 
     def queries_sent(self, zone: str) -> int:
