@@ -29,7 +29,7 @@ class Modification:
       add_header        (name, value)
       tag_subject       (prefix,)
       insert_stamp      (text,)
-      strip_attachments ()
+      strip_attachments (path, ...)  "/"-joined paths of the parts the policy matched; () = every attachment
       bcc               (address, ...)
       reroute           (address, ...)
       archive           (area,)
