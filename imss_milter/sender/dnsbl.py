@@ -17,10 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import dns.exception
-import dns.flags
 import dns.message
-import dns.name
-import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
