@@ -138,8 +138,7 @@ class Master:
         except libmilter.error as exc:
             raise ImssError(f"cannot open milter socket {spec}: {exc}") from None
         if path:
-            mode = int(str(getattr(settings.milter, "socket_mode", "0660")), 8)
-            os.chmod(path, mode)
+            os.chmod(path, settings.milter.socket_mode)
             if owner is not None:
                 os.chown(path, owner[0], owner[1])
         self.write_pid_file()

@@ -162,6 +162,7 @@ class MilterSettings:
     user: str = "imss-milter"              # "" = do not switch user
     group: str | None = None
     pid_file: str = "/run/imss-milter/imss-milter.pid"
+    socket_mode: int = 0o660                # unix socket permissions; the MTA reaches it through the group
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,13 @@ def _milter(section: LDict) -> MilterSettings:
                            else require_str(section["group"], "milter.group", section, "group"))
     if "pid_file" in section:
         values["pid_file"] = _abs_path(section["pid_file"], "milter.pid_file", section, "pid_file")
+    if "socket_mode" in section:
+        mode = section["socket_mode"]
+        # YAML reads an unquoted 0660 as the integer 432: only a quoted string is unambiguous
+        if not isinstance(mode, str) or not re.fullmatch(r"0?[0-7]{3}", mode):
+            raise fail(f"milter.socket_mode: expected an octal mode such as \"0660\", got {section['socket_mode']!r}",
+                       section, "socket_mode")
+        values["socket_mode"] = int(mode, 8)
     return MilterSettings(**values)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import email.policy
 from dataclasses import dataclass, field
+from socket import AF_INET, AF_INET6
 
 import Milter
 from Milter.testctx import TestCtx
@@ -73,6 +74,24 @@ class RecordingCtx(TestCtx):
     def setreply(self, rcode, xcode, *msg):
         self._reply = (rcode, xcode) + tuple(msg)
 
+    def _connect(self, host="localhost", helo="spamrelay", ip="1.2.3.4"):
+        """Like TestCtx._connect, but as libmilter does it: hostaddr is an (ip, port) tuple, and a
+        noreply HELO (NOREPLY) does not close the connection."""
+        self._negotiate()
+        family = AF_INET6 if ":" in ip else AF_INET
+        self._stage = Milter.M_CONNECT
+        rc = Milter.connect_callback(self, host, family, (ip, 40000))
+        self._stage = None
+        if rc != Milter.CONTINUE:
+            self._close()
+            return rc
+        self._stage = Milter.M_HELO
+        rc = self._priv.hello(helo)
+        self._stage = None
+        if rc not in (Milter.CONTINUE, Milter.NOREPLY):
+            self._close()
+        return Milter.CONTINUE if rc == Milter.NOREPLY else rc
+
 
 def run_message(raw: bytes, sender: str = "sender@example.org", recipients=("user@example.com",),
                 ip: str = "192.0.2.10", hostname: str = "client.example.org", helo: str = "client.example.org",
@@ -98,7 +117,8 @@ def run_message(raw: bytes, sender: str = "sender@example.org", recipients=("use
         for name, value in headers:
             steps.append(("header", lambda n=name, v=value: ctx._priv.header_bytes(n, v)))
         steps.append(("eoh", ctx._eoh))
-        steps.append(("body", lambda: ctx._feed_body(_BytesReader(body))))
+        for offset in range(0, len(body), 65535):       # libmilter's largest body chunk
+            steps.append(("body", lambda o=offset: ctx._priv.body(body[o:o + 65535])))
         steps.append(("eom", ctx._eom))
         for stage, step in steps:
             rc = step()
@@ -111,14 +131,3 @@ def run_message(raw: bytes, sender: str = "sender@example.org", recipients=("use
     finally:
         ctx._close()
         Milter.factory = previous_factory
-
-
-class _BytesReader:
-    def __init__(self, data: bytes):
-        self.data = data
-        self.pos = 0
-
-    def read(self, size: int) -> bytes:
-        chunk = self.data[self.pos:self.pos + size]
-        self.pos += len(chunk)
-        return chunk

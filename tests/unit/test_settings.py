@@ -201,3 +201,13 @@ def test_unreadable_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_settings(str(tmp_path / "missing.yaml"))
     assert "cannot read" in str(info.value)
+
+
+def test_socket_mode_is_a_quoted_octal_string():
+    from imss_milter.settings import settings_from_mapping
+    from imss_milter.yamlconf import loads_yaml
+    assert settings_from_mapping(loads_yaml('milter: {socket_mode: "0666"}')).milter.socket_mode == 0o666
+    assert settings_from_mapping(loads_yaml("{}")).milter.socket_mode == 0o660
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping(loads_yaml("milter:\n  socket_mode: 0660\n", "m.yaml"))
+    assert str(info.value).startswith("m.yaml:2: milter.socket_mode: expected an octal mode")
