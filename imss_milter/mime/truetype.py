@@ -191,52 +191,73 @@ _SCRIPT_EXTENSIONS = {
     "applescript": "text/x-applescript", "scpt": "text/x-applescript",
 }
 
-# Indicators of script code, by language. Two distinct hits (or one strong
-# hit) are needed, so prose mentioning "eval(" stays text.
-_SCRIPT_HINTS: dict[str, tuple[str, tuple[re.Pattern, ...], tuple[re.Pattern, ...]]] = {
+# Indicators of script code, by language: (keyword, pattern) pairs. A pattern
+# runs only when its keyword occurs in the lower-cased sample, which keeps
+# ordinary text cheap. One strong hit, or three weak ones, make a script,
+# so prose mentioning "eval(" stays text.
+_I = re.IGNORECASE
+
+
+def _lowered(pattern: re.Pattern) -> re.Pattern:
+    """The pattern in lower case (escapes kept) to run on lower-cased text:
+    literal prefixes then let the regex engine skip ahead, IGNORECASE does not."""
+    out, escaped = [], False
+    for char in pattern.pattern:
+        out.append(char if escaped else char.lower())
+        escaped = char == "\\" and not escaped
+    return re.compile("".join(out), pattern.flags & ~re.IGNORECASE)
+
+
+_SCRIPT_HINTS: dict[str, tuple[str, tuple, tuple]] = {
     "vbscript": ("text/vbscript", (
-        re.compile(r"CreateObject\s*\(\s*\"WScript", re.I),
-        re.compile(r"WScript\.(?:Shell|CreateObject|Echo|Sleep)", re.I),
-        re.compile(r"^\s*On Error Resume Next", re.I | re.M),
-        re.compile(r"\bExecute(?:Global)?\s*\(?\s*\w*\s*\(", re.I),
+        ("wscript", re.compile(r"CreateObject\s*\(\s*\"WScript", _I)),
+        ("wscript.", re.compile(r"WScript\.(?:Shell|CreateObject|Echo|Sleep)", _I)),
+        ("on error resume next", re.compile(r"On Error Resume Next", _I)),
+        ("executeglobal", re.compile(r"ExecuteGlobal\b", _I)),
     ), (
-        re.compile(r"^\s*Dim\s+\w+", re.I | re.M),
-        re.compile(r"^\s*Set\s+\w+\s*=", re.I | re.M),
-        re.compile(r"^\s*End\s+(?:Sub|Function)\b", re.I | re.M),
-        re.compile(r"CreateObject\s*\(", re.I),
-        re.compile(r"\bChr[WB]?\s*\(\s*\d+\s*\)", re.I),
+        ("dim ", re.compile(r"\bDim\s+\w+\s*(?:\r?\n|,|\(|$|As\b)", _I | re.M)),
+        ("set ", re.compile(r"\bSet\s+\w+\s*=\s*\w", _I)),
+        ("end ", re.compile(r"\bEnd\s+(?:Sub|Function)\b", _I)),
+        ("createobject", re.compile(r"CreateObject\s*\(", _I)),
+        ("chr", re.compile(r"\bChr[WB]?\s*\(\s*\d+\s*\)", _I)),
     )),
     "jscript": ("application/javascript", (
-        re.compile(r"new\s+ActiveXObject\s*\(", re.I),
-        re.compile(r"WScript\.CreateObject\s*\(", re.I),
+        ("activexobject", re.compile(r"new\s+ActiveXObject\s*\(", _I)),
+        ("wscript.createobject", re.compile(r"WScript\.CreateObject\s*\(", _I)),
     ), (
-        re.compile(r"\bvar\s+\w+\s*=", re.I),
-        re.compile(r"\bfunction\s*\w*\s*\([^)]*\)\s*\{"),
-        re.compile(r"\beval\s*\("),
-        re.compile(r"String\.fromCharCode\s*\("),
-        re.compile(r"\.Run\s*\(|\.Exec\s*\(", re.I),
-        re.compile(r"unescape\s*\("),
+        ("var ", re.compile(r"\bvar\s+\w+\s*=")),
+        ("function", re.compile(r"\bfunction\s*\w*\s*\([^)]*\)\s*\{")),
+        ("eval", re.compile(r"\beval\s*\(")),
+        ("fromcharcode", re.compile(r"String\.fromCharCode\s*\(")),
+        (".run", re.compile(r"\.Run\s*\(|\.Exec\s*\(", _I)),
+        ("unescape", re.compile(r"unescape\s*\(")),
     )),
     "powershell": ("text/x-powershell", (
-        re.compile(r"\b(?:Invoke-Expression|Invoke-WebRequest|DownloadString|DownloadFile)\b", re.I),
-        re.compile(r"New-Object\s+(?:System\.)?Net\.WebClient", re.I),
-        re.compile(r"powershell(?:\.exe)?\s+(?:-\w+\s+)*-(?:enc|encodedcommand|e)\s", re.I),
+        ("invoke-", re.compile(r"\b(?:Invoke-Expression|Invoke-WebRequest)\b", _I)),
+        ("download", re.compile(r"\.Download(?:String|File)\s*\(", _I)),
+        ("webclient", re.compile(r"New-Object\s+(?:System\.)?Net\.WebClient", _I)),
+        ("powershell", re.compile(r"powershell(?:\.exe)?\s+(?:-\w+\s+)*-(?:enc|encodedcommand|e)\s", _I)),
     ), (
-        re.compile(r"\$env:\w+", re.I),
-        re.compile(r"\bIEX\b"),
-        re.compile(r"-ExecutionPolicy\s+Bypass", re.I),
-        re.compile(r"\[System\.\w+", re.I),
-        re.compile(r"\bStart-Process\b", re.I),
+        ("$env:", re.compile(r"\$env:\w+", _I)),
+        ("iex", re.compile(r"\bIEX\b")),
+        ("bypass", re.compile(r"-ExecutionPolicy\s+Bypass", _I)),
+        ("[system.", re.compile(r"\[System\.\w+", _I)),
+        ("start-process", re.compile(r"\bStart-Process\b", _I)),
     )),
     "batch": ("text/x-msdos-batch", (
-        re.compile(r"\A\s*@echo\s+off\b", re.I),
+        ("@echo", re.compile(r"\A\s*@echo\s+off\b", _I)),
     ), (
-        re.compile(r"%COMSPEC%|%TEMP%|%APPDATA%|%USERPROFILE%", re.I),
-        re.compile(r"\bcmd(?:\.exe)?\s+/[ck]\b", re.I),
-        re.compile(r"^\s*(?:set|goto|call|start)\s+\S", re.I | re.M),
-        re.compile(r"\b(?:bitsadmin|certutil|mshta|rundll32|regsvr32)\b", re.I),
+        ("%", re.compile(r"%(?:COMSPEC|TEMP|APPDATA|USERPROFILE)%", _I)),
+        ("cmd", re.compile(r"\bcmd(?:\.exe)?\s+/[ck]\b", _I)),
+        ("goto ", re.compile(r"^\s*(?:goto|call)\s+:?\w", _I | re.M)),
+        ("start ", re.compile(r"^\s*start\s+\S", _I | re.M)),
+        ("set ", re.compile(r"^\s*set\s+\w+=", _I | re.M)),
+        ("", re.compile(r"\b(?:bitsadmin|certutil|mshta|rundll32|regsvr32)\b", _I)),
     )),
 }
+_SCRIPT_HINTS = {language: (mime, tuple((k, _lowered(p)) for k, p in strong),
+                            tuple((k, _lowered(p)) for k, p in weak))
+                 for language, (mime, strong, weak) in _SCRIPT_HINTS.items()}
 
 _HTML_START = re.compile(rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S)
 _HTML_ANYWHERE = re.compile(rb"<(?:html|body|script|iframe|div|table|a\s+href)\b", re.I)
@@ -286,7 +307,7 @@ def looks_like_email(payload: bytes) -> bool:
     return known >= 2
 
 
-def _check_text(payload: bytes, extension: str) -> tuple[str, str] | None:
+def _check_text(payload: bytes, extension: str, guess_scripts: bool = True) -> tuple[str, str] | None:
     sample = payload[:8192]
     if not _looks_like_text(sample):
         return None
@@ -302,7 +323,7 @@ def _check_text(payload: bytes, extension: str) -> tuple[str, str] | None:
         return "html", "text/html"
     if sample.lstrip().startswith(b"<?xml") and b"<svg" in sample:
         return "image", "image/svg+xml"
-    script = _script_language(sample)
+    script = _script_language(sample) if guess_scripts else None
     if script:
         return "script", script
     if _HTML_ANYWHERE.search(sample):
@@ -312,10 +333,11 @@ def _check_text(payload: bytes, extension: str) -> tuple[str, str] | None:
 
 def _script_language(sample: bytes) -> str | None:
     text = sample.decode("latin-1")
+    lower = text.lower()
     for _language, (mime, strong, weak) in _SCRIPT_HINTS.items():
-        if any(p.search(text) for p in strong):
+        if any(key in lower and p.search(lower) for key, p in strong):
             return mime
-        if sum(1 for p in weak if p.search(text)) >= 3:
+        if sum(1 for key, p in weak if key in lower and p.search(lower)) >= 3:
             return mime
     return None
 
@@ -398,21 +420,23 @@ def _own_check(payload: bytes, extension: str) -> tuple[str, str] | None:
     return None
 
 
-def true_type_of(payload: bytes, name_hint: str = "") -> tuple[str, str]:
+def true_type_of(payload: bytes, name_hint: str = "", *, guess_scripts: bool = True) -> tuple[str, str]:
     """(category, mime) of a file from its content; name_hint only refines
-    text (a .js file is a script). Never raises; libmagic runs at most once."""
+    text (a .js file is a script). guess_scripts=False skips the script
+    heuristics for text that is a message body, not a file. Never raises;
+    libmagic runs at most once."""
     try:
-        return _true_type(payload, _extension(name_hint))
+        return _true_type(payload, _extension(name_hint), guess_scripts)
     except Exception:
         return "unknown", "application/octet-stream"
 
 
-def _true_type(payload: bytes, extension: str) -> tuple[str, str]:
+def _true_type(payload: bytes, extension: str, guess_scripts: bool = True) -> tuple[str, str]:
     if not payload:
         return "unknown", "application/x-empty"
     own = _own_check(payload, extension)
     if own is None:
-        text = _check_text(payload, extension)
+        text = _check_text(payload, extension, guess_scripts)
         if text is not None and text[0] in ("text", "html", "script", "email"):
             return text     # libmagic adds nothing for text but milliseconds
         own = text
