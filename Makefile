@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := postfix libmilter-dev libmagic1 libmagic-mgc python3-venv python3-dev gcc make
+APT_PACKAGES := postfix libmilter-dev libmagic1 libmagic-mgc python3-venv python3-dev gcc make rbldnsd redis-server slapd
 PYTEST_ARGS ?=
 
 .PHONY: all system-deps venv test run install-system bench clean
