@@ -19,6 +19,10 @@ from .charsets import decode_bytes
 # whitespace before the colon ("Subject : x"), which clients accept.
 _HEADER_LINE = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _MAX_HEADER_LINES = 5000
+_KNOWN_HEADERS = {
+    "from", "to", "cc", "bcc", "subject", "date", "reply-to", "sender", "message-id",
+    "mime-version", "received", "return-path", "references", "in-reply-to",
+}
 
 
 @dataclass
@@ -120,8 +124,12 @@ def read_header_blocks(data: bytes, start: int = 0) -> tuple[HeaderBlock, Header
         if block is strict:
             if strict.fields:
                 strict.anomalies.append("no empty line after the headers")
-    if lenient is not None and len(lenient.fields) == len(strict.fields):
-        lenient = None      # nothing but the odd line: no second reading
+    if lenient is not None and not any(
+            name.lower() in _KNOWN_HEADERS or name.lower().startswith("content-")
+            for name, _value in lenient.fields[len(strict.fields):]):
+        # Only body lines that happen to contain a colon follow the odd line:
+        # no plausible second reading.
+        lenient = None
     return strict, lenient
 
 

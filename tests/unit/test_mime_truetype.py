@@ -146,3 +146,31 @@ def test_prose_mentioning_code_words_stays_text():
 def test_empty_and_garbage_never_raise():
     assert true_type_of(b"") == ("unknown", "application/x-empty")
     assert true_type_of(bytes(range(256)) * 4)[0] in TRUE_TYPE_CATEGORIES
+
+
+def test_more_executable_and_office_variants():
+    assert true_type_of(b"\xce\xfa\xed\xfe" + b"\x00" * 60)[0] == "executable"      # Mach-O 32 LE
+    assert true_type_of(b"\xca\xfe\xba\xbf\x00\x00\x00\x01" + b"\x00" * 60)[0] == "executable"  # fat 64
+    pptx = zip_of({"[Content_Types].xml": b"<Types/>", "ppt/presentation.xml": b"<p/>"})
+    assert true_type_of(pptx)[0] == "document"
+    docm = zip_of({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w/>",
+                   "word/vbaProject.bin": b"\x00" * 10})
+    assert true_type_of(docm)[0] == "office-macro"
+    assert true_type_of(ole2_file("Workbook", "_VBA_PROJECT_CUR", "VBA"))[0] == "office-macro"
+    assert true_type_of(ole2_file("Workbook"))[0] == "document"
+
+
+def test_libmagic_used_from_many_threads():
+    from concurrent.futures import ThreadPoolExecutor
+    payloads = [(CASES[k][0], CASES[k][2]) for k in ("pe", "png", "pdf", "wav", "zip", "gzip", "jpeg")]
+    # Bytes our own checks do not know, so libmagic decides: an SQLite database.
+    sqlite = b"SQLite format 3\x00\x10\x00\x01\x01" + b"\x00" * 200
+
+    def classify(index):
+        payload, expected = payloads[index % len(payloads)]
+        assert true_type_of(payload)[0] == expected
+        return true_type_of(sqlite)[1]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(classify, range(400)))
+    assert set(results) == {"application/vnd.sqlite3"}
