@@ -129,6 +129,13 @@ class ImssMilter(Milter.Base):
         self.setreply(str(code), xcode, text)
         return Milter.REJECT if action == "reject" else Milter.TEMPFAIL
 
+    def sender_filter(self):
+        """The sender filter, unless there is none, no client IP, or the host is approved."""
+        decision = self.connection.sender_decision
+        if self.connection.client_ip is None or getattr(decision, "approved", False):
+            return None
+        return self.runtime.sender_filter
+
     # -- connection stage ---------------------------------------------------
 
     @guarded(replies=True)
@@ -172,9 +179,12 @@ class ImssMilter(Milter.Base):
             log.info("%sSIZE=%s over max_message_size %d: rejected at MAIL FROM",
                      self.prefix(), declared, milter_settings.max_message_size)
             return self.refuse("reject", *TOO_LARGE_REPLY)
-        sender_filter = self.runtime.sender_filter
-        if sender_filter is not None and self.connection.client_ip:
-            decision = sender_filter.check_sender(self.connection.client_ip, self.transaction.sender)
+        sender_filter = self.sender_filter()
+        if sender_filter is not None:
+            conn = self.connection
+            if not self.transaction.sender:
+                sender_filter.record(conn.client_ip, "bounce", conn.client_name)   # IP Profiler: bounces
+            decision = sender_filter.check_sender(conn.client_ip, self.transaction.sender, conn.client_name)
             if decision.action in ("reject", "tempfail"):
                 log.info("%ssender <%s> refused: %s", self.prefix(), self.transaction.sender, decision.reason)
                 return self.refuse(decision.action, decision.code, decision.xcode, decision.text)
@@ -184,9 +194,10 @@ class ImssMilter(Milter.Base):
     def envrcpt(self, to, *params):
         tx = self.transaction
         recipient = strip_angle(to)
-        sender_filter = self.runtime.sender_filter
-        if sender_filter is not None and self.connection.client_ip:
-            decision = sender_filter.check_recipient(self.connection.client_ip, recipient)
+        sender_filter = self.sender_filter()
+        if sender_filter is not None:
+            decision = sender_filter.check_recipient(self.connection.client_ip, recipient,
+                                                     self.connection.client_name)
             if decision.action in ("reject", "tempfail"):
                 log.info("%srecipient <%s> refused: %s", self.prefix(), recipient, decision.reason)
                 tx.rejected_recipients.append(recipient)

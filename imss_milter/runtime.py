@@ -17,6 +17,8 @@ from .mime import parse_message
 from .mime.model import MessageModel
 from .policy import load_rules
 from .policy.types import Envelope, Verdict
+from .sender import SenderFilter
+from .sender.reputation import ReputationEngine
 
 log = logging.getLogger("imss_milter")
 
@@ -62,13 +64,27 @@ class Runtime:
 
     def __init__(self, settings, rules=None, store=None, sender_filter=None):
         self.settings = settings
-        self._rules = rules if rules is not None else self.load_rules()
         self._store = store
         self._store_lock = threading.Lock()
-        self.sender_filter = sender_filter
         self.engines: dict = {}
         self.generation = 0
         self.errors: dict[str, int] = {}
+        # Built here so a bad sender_filtering/dns section stops start-up with file:line.
+        self.sender_filter = sender_filter if sender_filter is not None else self.build_sender_filter()
+        if self.sender_filter is not None and self.sender_filter.enabled:
+            self.engines["sender_reputation"] = ReputationEngine()
+        self._rules = rules if rules is not None else self.load_rules()
+
+    def build_sender_filter(self):
+        """The sender filter of the config's sender_filtering/dns sections; None when absent."""
+        section = self.settings.raw.get("sender_filtering")
+        if section is None:
+            return None
+        return SenderFilter.from_config(section, self.settings.raw.get("dns"), self.settings.state_dir,
+                                        event_log=self.sender_event)
+
+    def sender_event(self, category: str, event: str, detail: dict) -> None:
+        self.event(category, event, detail, rule=(detail or {}).get("rule"))
 
     # -- rules -----------------------------------------------------------
 
@@ -76,7 +92,7 @@ class Runtime:
         """Load the rule files named by the settings; raises ConfigError."""
         return load_rules(self.settings.rules_dir,
                           internal_domains=self.settings.internal_domains,
-                          limits=self.settings.limits)
+                          limits=self.settings.limits, engines=list(self.engines))
 
     @property
     def rules(self):
@@ -100,6 +116,9 @@ class Runtime:
         """In a freshly forked worker: never share the parent's database connections or locks."""
         self._store = None
         self._store_lock = threading.Lock()
+        if self.sender_filter is not None:
+            # its SQLite connections and DNS thread pool belong to the parent: build our own
+            self.sender_filter = self.build_sender_filter()
 
     # -- store -----------------------------------------------------------
 

@@ -100,6 +100,7 @@ class Transaction:
             client_name=connection.client_name,
             helo=connection.helo,
             queue_id=self.queue_id,
+            reputation=list(getattr(connection.sender_decision, "categories", None) or []),
         )
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ class Envelope:
     client_name: str | None = None         # verified client hostname as the MTA passes it
     helo: str | None = None
     queue_id: str | None = None
+    reputation: list[str] = field(default_factory=list)   # DNSBL categories of the client (sender filtering)
 
 
 @dataclass(frozen=True)
