@@ -59,12 +59,20 @@ class _Context:
             self.flag(FLAG_ARCHIVE_LIMIT if in_archive else FLAG_MALFORMED, note)
         return False
 
+    @staticmethod
+    def _key(part: Part):
+        return (len(part.payload), hash(part.payload), tuple(part.names), part.origin)
+
+    def already_found(self, part: Part) -> bool:
+        """True when an alternate reading meets a part the first reading found
+        (checked before any costly work such as libmagic on it)."""
+        return bool(self.alternate) and self._key(part) in self.seen_parts
+
     def add_part(self, part: Part) -> bool:
         """Append a part unless an alternate reading already found it."""
-        key = (len(part.payload), hash(part.payload), tuple(part.names), part.origin)
-        if self.alternate and key in self.seen_parts:
+        if self.already_found(part):
             return False
-        self.seen_parts.add(key)
+        self.seen_parts.add(self._key(part))
         self.model.parts.append(part)
         return True
 
@@ -331,6 +339,8 @@ def _leaf(body: bytes, block: HeaderBlock, ctx: _Context, depth: int, prefix: li
 def _leaf_reading(part: Part, ctx: _Context, text_body: bool):
     if any(t in _ENCRYPTED_TYPES for t in part.declared_types):
         ctx.flag(FLAG_ENCRYPTED, f"encrypted content ({part.declared_type})")
+    if ctx.already_found(part):
+        return
     if text_body:
         if not ctx.room_for_part(False):
             return
@@ -371,7 +381,7 @@ def _text_body(part: Part, ctx: _Context):
 
 def _add_file(part: Part, ctx: _Context, archive_depth: int):
     """Record a file-like part, then look inside it (archive members, nested mail)."""
-    if not ctx.room_for_part(part.origin == "archive"):
+    if ctx.already_found(part) or not ctx.room_for_part(part.origin == "archive"):
         return
     if not part.encrypted:
         part.true_type, part.mime = true_type_of(part.payload, part.name)

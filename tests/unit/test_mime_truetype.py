@@ -173,4 +173,4 @@ def test_libmagic_used_from_many_threads():
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(classify, range(400)))
-    assert set(results) == {"application/vnd.sqlite3"}
+    assert len(set(results)) == 1 and "sqlite" in results[0]
