@@ -10,7 +10,8 @@ Signals go to the master (libmilter inside a worker would treat SIGHUP as
 "stop"): SIGHUP validates the rule files and, when they load, bumps a
 shared generation counter that every worker watches and reloads on; an
 invalid rule set is reported and the old one stays. SIGTERM/SIGINT make
-the workers stop accepting and finish the messages in flight.
+the workers refuse new connections (421) and finish the messages in
+flight before they leave libmilter's loop.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def resolve_user(settings):
 
 
 def ensure_dir(path: str, mode: int, owner) -> None:
+    """Create a directory for the daemon; only a directory we create is given to the service user."""
+    if os.path.isdir(path):
+        return
     os.makedirs(path, mode=mode, exist_ok=True)
     if owner is not None and os.geteuid() == 0:
         os.chown(path, owner[0], owner[1])
@@ -113,6 +117,7 @@ class Master:
         self.settings = settings
         self.runtime = runtime
         self.generation = multiprocessing.Value("L", 0, lock=False)   # shared memory, inherited by fork
+        self.draining = multiprocessing.Value("b", 0, lock=False)     # 1: workers finish and exit
         self.workers: dict[int, float] = {}
         self.stopping = False
         self.reload_requested = False
@@ -182,7 +187,7 @@ class Master:
         if pid == 0:
             code = 1
             try:
-                code = worker_main(self.runtime, self.generation, self.settings)
+                code = worker_main(self.runtime, self.generation, self.draining, self.settings)
             except BaseException:   # noqa: BLE001 - a child must never return into the master loop
                 log.exception("worker crashed")
             finally:
@@ -234,21 +239,28 @@ class Master:
                 self.sweep()
             time.sleep(0.2)
         log.info("stopping: waiting for %d worker(s) to finish messages in flight", len(self.workers))
-        for pid in list(self.workers):
+        # New connections find no socket (the MTA tempfails them, per milter_default_action) or, if
+        # already queued, get 421 from a draining worker; open sessions finish. A worker must not leave
+        # libmilter's main loop before that: pymilter cannot run callbacks once main() has returned.
+        path = socket_path(self.settings.milter.socket)
+        if path:
             try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
+                os.unlink(path)
+            except OSError:
                 pass
-        deadline = time.monotonic() + self.settings.milter.timeout + 5
+        self.draining.value = 1
+        deadline = time.monotonic() + self.settings.milter.timeout + 10
         while self.workers and time.monotonic() < deadline:
             try:
-                pid, _ = os.waitpid(-1, 0)
-                self.workers.pop(pid, None)
+                pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
-            except InterruptedError:
-                continue
+            if pid:
+                self.workers.pop(pid, None)
+            else:
+                time.sleep(0.1)
         for pid in list(self.workers):
+            log.warning("worker %d did not finish in time: killing it", pid)
             os.kill(pid, signal.SIGKILL)
         self.runtime.event("system", "stop", {})
         try:
@@ -265,8 +277,8 @@ class Master:
         return 0
 
 
-def worker_main(runtime: Runtime, generation, settings) -> int:
-    """A worker: watch for reloads and the master, run libmilter until told to stop, drain."""
+def worker_main(runtime: Runtime, generation, draining, settings) -> int:
+    """A worker: watch for reloads and the master, run libmilter until told to stop and drained."""
     # libmilter's signal thread sigwait()s for these; block them before any thread exists so no
     # other thread can take the default action (terminate) instead.
     signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
@@ -280,9 +292,13 @@ def worker_main(runtime: Runtime, generation, settings) -> int:
     def watch():
         nonlocal seen
         while True:
-            time.sleep(0.5)
-            if os.getppid() != master:
-                log.error("master process is gone: stopping")
+            time.sleep(0.2)
+            if os.getppid() != master or draining.value:
+                if os.getppid() != master:
+                    log.error("master process is gone: stopping")
+                activity.draining = True
+                if not activity.wait_idle(settings.milter.timeout):
+                    log.warning("gave up waiting for %d connection(s) in flight", activity.active)
                 libmilter.stop()
                 return
             if generation.value != seen:
@@ -295,8 +311,6 @@ def worker_main(runtime: Runtime, generation, settings) -> int:
     except libmilter.error as exc:
         log.error("milter loop failed: %s", exc)
         return 1
-    if not activity.wait_idle(settings.milter.timeout):
-        log.warning("gave up waiting for %d connection(s) in flight", activity.active)
     return 0
 
 

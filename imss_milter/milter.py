@@ -24,6 +24,7 @@ log = logging.getLogger("imss_milter")
 
 TEMPFAIL_REPLY = ("451", "4.3.0", "Temporary failure in message content filter, try again later")
 TOO_LARGE_REPLY = ("552", "5.3.4", "Message size exceeds fixed maximum message size")
+SHUTDOWN_REPLY = ("421", "4.3.2", "Service shutting down, try again later")
 
 
 class _Activity:
@@ -32,6 +33,7 @@ class _Activity:
     def __init__(self):
         self._lock = threading.Condition()
         self.active = 0
+        self.draining = False        # stopping: new connections are refused with 421, open ones finish
 
     def enter(self):
         with self._lock:
@@ -141,6 +143,9 @@ class ImssMilter(Milter.Base):
     @guarded(replies=True)
     def connect(self, hostname, family, hostaddr):
         conn = self.connection
+        if activity.draining:
+            self.setreply(*SHUTDOWN_REPLY)
+            return Milter.TEMPFAIL
         if isinstance(hostaddr, tuple) and hostaddr:
             conn.client_ip = str(hostaddr[0])
         if hostname and not hostname.startswith("[") and hostname != "unknown":

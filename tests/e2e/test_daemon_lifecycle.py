@@ -1,0 +1,106 @@
+"""The daemon behaves like a Unix service: drops root, uses its worker processes, stops gracefully."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import smtplib
+import tempfile
+import time
+
+import pytest
+
+from tests.e2e.test_postfix_verdicts import make_message
+from tests.helpers.daemon import MilterDaemon, run_cli
+from tests.helpers.postfix import PostfixInstance, SmtpSink
+
+pytestmark = pytest.mark.e2e
+
+
+def proc_uid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    raise AssertionError("no Uid line")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
+@pytest.fixture
+def stack():
+    if os.geteuid() != 0:
+        pytest.skip("privilege drop needs root")
+    root = tempfile.mkdtemp(prefix="imss-life-")
+    os.chmod(root, 0o755)
+    sink = SmtpSink(root).start()
+    postfix = PostfixInstance(root, relay_port=sink.port)
+    daemon = MilterDaemon(root, release_port=postfix.reinject_port, workers=2)
+    with open(daemon.config) as handle:
+        text = handle.read().replace('user: ""', "user: nobody")
+    with open(daemon.config, "w") as handle:
+        handle.write(text)
+    daemon.start()
+    postfix.milter = daemon.milter_spec
+    postfix.start()
+    yield sink, postfix, daemon
+    postfix.stop()
+    daemon.stop()
+    sink.stop()
+
+
+def test_drops_privileges_and_runs_one_worker_per_setting(stack):
+    _, _, daemon = stack
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert proc_uid(daemon.proc.pid) == nobody
+    workers = children(daemon.proc.pid)
+    assert len(workers) == 2
+    assert all(proc_uid(pid) == nobody for pid in workers)
+    assert os.stat(daemon.socket).st_uid == nobody
+    assert os.stat(daemon.state_dir).st_uid == nobody
+    assert os.stat(daemon.root).st_uid == 0, "an existing directory is not handed to the service user"
+
+
+def test_sigterm_finishes_the_message_in_flight(stack):
+    sink, postfix, daemon = stack
+    client = smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=60)
+    try:
+        client.ehlo()
+        client.mail("alice@example.org")
+        client.rcpt("bob@example.com")
+        code, _ = client.docmd("DATA")
+        assert code == 354
+        client.send(make_message("in flight e2e-sigterm").replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n"))
+        daemon.proc.terminate()                   # SIGTERM while the message is open
+        time.sleep(1.0)
+        assert daemon.proc.poll() is None, "the daemon waits for the connection in flight"
+        client.send(b"\r\n.\r\n")
+        code, reply = client.getreply()
+        assert code == 250, reply
+    finally:
+        client.close()
+    [captured] = sink.wait_for(1, subject_contains="e2e-sigterm")
+    assert captured.recipients == ["bob@example.com"]
+    daemon.proc.wait(30)
+    assert daemon.proc.returncode == 0
+    assert not os.path.exists(daemon.pid_file)
+
+
+def test_check_config_and_bad_main_config_report_file_and_line(tmp_path):
+    config = tmp_path / "imss-milter.yaml"
+    config.write_text("milter:\n  on_error: maybe\n")
+    result = run_cli(str(config), "check-config")
+    assert result.returncode == 1
+    assert f"{config}:2: milter.on_error: expected tempfail or accept" in result.stderr
+    assert "Traceback" not in result.stderr
