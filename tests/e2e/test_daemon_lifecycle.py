@@ -95,6 +95,7 @@ def test_sigterm_finishes_the_message_in_flight(stack):
     daemon.proc.wait(30)
     assert daemon.proc.returncode == 0
     assert not os.path.exists(daemon.pid_file)
+    assert not os.path.exists(daemon.socket)
 
 
 def test_check_config_and_bad_main_config_report_file_and_line(tmp_path):

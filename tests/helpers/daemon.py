@@ -38,9 +38,10 @@ class MilterDaemon:
         self.root = root
         self.rules_dir = os.path.join(root, "rules")
         self.state_dir = os.path.join(root, "state")
-        self.socket = os.path.join(root, "milter.sock")
+        # like /run/imss-milter: a directory the daemon creates and owns, for the socket and pid file
+        self.socket = os.path.join(root, "run", "milter.sock")
         self.socket_spec = socket_spec or f"unix:{self.socket}"
-        self.pid_file = os.path.join(root, "imss-milter.pid")
+        self.pid_file = os.path.join(root, "run", "imss-milter.pid")
         self.config = os.path.join(root, "imss-milter.yaml")
         self.log_path = os.path.join(root, "imss-milter.log")
         self.proc = None
