@@ -6,6 +6,7 @@ import argparse
 import email.utils
 import importlib
 import json
+import os
 import sys
 
 from . import __version__
@@ -21,11 +22,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imss-milter",
                                      description="Email security gateway milter for Postfix and Sendmail.")
     parser.add_argument("--version", action="version", version=f"imss-milter {__version__}")
-    parser.add_argument("--config", "-c", metavar="FILE",
-                        help="main config file (default /etc/imss-milter/imss-milter.yaml, "
-                             "or embedded defaults when it does not exist)")
+    config_help = ("main config file (default /etc/imss-milter/imss-milter.yaml, "
+                   "or embedded defaults when it does not exist)")
+    parser.add_argument("--config", "-c", metavar="FILE", help=config_help)
+    # --config is accepted after the sub-command too (`imss-milter check-config --config F`, SPEC §5)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    original_add_parser = sub.add_parser
+
+    def add_parser(name, **kwargs):
+        kwargs["parents"] = [common, *kwargs.get("parents", [])]
+        return original_add_parser(name, **kwargs)
+
+    sub.add_parser = add_parser
 
     run = sub.add_parser("run", help="run the milter daemon (in the foreground)")
     run.add_argument("--workers", type=int, help="worker processes (default: milter.workers, 0 = one per CPU)")
@@ -73,8 +84,9 @@ def cmd_run(args, settings) -> int:
 
 
 def cmd_check_config(args, settings) -> int:
+    from .policy import rules_dir_warnings
     from .runtime import Runtime
-    runtime = Runtime(settings, store=False)
+    runtime = Runtime(settings, store=False, sender_filter=False)
     summary = {
         "config": settings.source or "(embedded defaults)",
         "socket": settings.milter.socket,
@@ -83,6 +95,7 @@ def cmd_check_config(args, settings) -> int:
         "internal_domains": list(settings.internal_domains),
         "rules": runtime.rules.summary(),
     }
+    summary["rules"]["warnings"] = rules_dir_warnings(settings.rules_dir) + list(summary["rules"].get("warnings", []))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
@@ -104,7 +117,7 @@ def cmd_check_config(args, settings) -> int:
 def cmd_reload(args, settings) -> int:
     from .daemon import send_reload
     from .runtime import Runtime
-    Runtime(settings, store=False)       # validate first: an invalid set is reported here, not only in the log
+    Runtime(settings, store=False, sender_filter=False)   # validate first: an invalid set is reported here, not only in the log
     pid = send_reload(settings.milter.pid_file)
     print(f"rules are valid; asked imss-milter (pid {pid}) to reload")
     return 0
@@ -148,7 +161,7 @@ def scan_json(path: str, result) -> dict:
 
 def cmd_scan(args, settings) -> int:
     from .runtime import Runtime
-    runtime = Runtime(settings, store=False)
+    runtime = Runtime(settings, store=False, sender_filter=False)
     status = 0
     for path in args.files:
         try:
@@ -158,7 +171,12 @@ def cmd_scan(args, settings) -> int:
             print(f"imss-milter: {path}: {exc.strerror}", file=sys.stderr)
             status = 2
             continue
-        result = runtime.scan(raw, envelope_for(raw, args))
+        try:
+            result = runtime.scan(raw, envelope_for(raw, args))
+        except ImssError as exc:
+            print(f"imss-milter: {path}: {exc}", file=sys.stderr)
+            status = 3
+            continue
         report = scan_json(path, result)
         if args.json:
             print(json.dumps(report, ensure_ascii=False, default=str))
@@ -188,6 +206,10 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `imss-milter scan ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

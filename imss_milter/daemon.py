@@ -16,8 +16,9 @@ flight before they leave libmilter's loop.
 
 from __future__ import annotations
 
-import errno
 import grp
+import importlib
+import json
 import logging
 import multiprocessing
 import os
@@ -33,6 +34,7 @@ import milter as libmilter
 
 from .errors import ConfigError, ImssError
 from .milter import ImssMilter, activity
+from .policy import rules_dir_warnings
 from .runtime import Runtime
 from .store.retention import apply_retention
 
@@ -113,9 +115,9 @@ def register_callbacks(socket_spec: str, timeout: int) -> None:
 class Master:
     """Supervises the workers: starts them, restarts dead ones, relays reload and stop."""
 
-    def __init__(self, settings, runtime: Runtime):
+    def __init__(self, settings):
         self.settings = settings
-        self.runtime = runtime
+        self.runtime: Runtime | None = None
         self.generation = multiprocessing.Value("L", 0, lock=False)   # shared memory, inherited by fork
         self.draining = multiprocessing.Value("b", 0, lock=False)     # 1: workers finish and exit
         self.workers: dict[int, float] = {}
@@ -148,11 +150,21 @@ class Master:
                 os.chown(path, owner[0], owner[1])
         self.write_pid_file()
         if owner is not None:
+            give_tree(settings.state_dir, owner)
+            preload_modules()
             uid, gid, name = owner
             os.setgroups(os.getgrouplist(name, gid))
             os.setgid(gid)
             os.setuid(uid)
             log.info("running as %s (uid %d)", name, uid)
+        for warning in rules_dir_warnings(settings.rules_dir):
+            log.warning("%s", warning)
+        try:
+            # Built only now, as the service user: the store and sender state it opens are the user's.
+            self.runtime = Runtime(settings)
+        except ImssError:
+            self.cleanup()
+            raise
         signal.signal(signal.SIGHUP, self.on_hup)
         signal.signal(signal.SIGTERM, self.on_stop)
         signal.signal(signal.SIGINT, self.on_stop)
@@ -214,10 +226,24 @@ class Master:
                 self.spawn()
 
     def do_reload(self) -> None:
+        """Validate the rule files once; workers then load exactly the text that was validated."""
         self.reload_requested = False
-        if self.runtime.reload():
-            self.generation.value += 1
-            log.info("reload: workers switch to rule generation %d", self.generation.value)
+        try:
+            sources = self.runtime.read_rules()
+        except ImssError as exc:
+            log.error("reload failed, keeping the previous rules: %s", exc)
+            self.runtime.event("system", "reload-failed", {"error": str(exc)})
+            return
+        if not self.runtime.reload(sources):
+            return
+        generation = self.generation.value + 1
+        try:
+            write_snapshot(self.settings.state_dir, generation, sources)
+        except OSError as exc:
+            log.error("reload: cannot write the rules snapshot for the workers: %s", exc)
+            return
+        self.generation.value = generation
+        log.info("reload: workers switch to rule generation %d", generation)
 
     def sweep(self) -> None:
         """Hourly housekeeping in the master, off the mail path: quarantine/archive retention."""
@@ -263,18 +289,18 @@ class Master:
             log.warning("worker %d did not finish in time: killing it", pid)
             os.kill(pid, signal.SIGKILL)
         self.runtime.event("system", "stop", {})
-        try:
-            os.unlink(self.settings.milter.pid_file)
-        except OSError:
-            pass
-        path = socket_path(self.settings.milter.socket)
-        if path:
+        self.cleanup()
+        log.info("stopped")
+        return 0
+
+    def cleanup(self) -> None:
+        """Remove the pid file and the socket."""
+        paths = [self.settings.milter.pid_file, socket_path(self.settings.milter.socket)]
+        for path in filter(None, paths):
             try:
                 os.unlink(path)
             except OSError:
                 pass
-        log.info("stopped")
-        return 0
 
 
 def worker_main(runtime: Runtime, generation, draining, settings) -> int:
@@ -284,6 +310,7 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
     for sig in WORKER_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
+    os.setpgid(0, 0)      # Ctrl-C in a terminal reaches the master only; it drains the workers
     runtime.reset_after_fork()
     ImssMilter.runtime = runtime
     master = os.getppid()
@@ -303,7 +330,9 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
                 return
             if generation.value != seen:
                 seen = generation.value
-                runtime.reload()
+                sources = read_snapshot(settings.state_dir, seen)
+                if sources is not None:
+                    runtime.reload(sources)
 
     threading.Thread(target=watch, name="imss-watch", daemon=True).start()
     try:
@@ -316,8 +345,66 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
 
 def run(settings) -> int:
     """Entry point of `imss-milter run`: fail fast on bad rules, then supervise the workers."""
-    runtime = Runtime(settings)
-    return Master(settings, runtime).start()
+    Runtime(settings, store=False, sender_filter=False)     # validate before touching anything
+    return Master(settings).start()
+
+
+SNAPSHOT = "rules-snapshot.json"
+
+
+def write_snapshot(state_dir: str, generation: int, sources) -> None:
+    """The validated rule texts for the workers, replaced atomically."""
+    path = os.path.join(state_dir, SNAPSHOT)
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump({"generation": generation, "sources": sources}, handle)
+    os.replace(path + ".tmp", path)
+
+
+def read_snapshot(state_dir: str, generation: int):
+    """The sources of that generation, or None (logged) if the snapshot is missing or newer."""
+    try:
+        with open(os.path.join(state_dir, SNAPSHOT), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        log.error("cannot read the rules snapshot: %s; keeping the current rules", exc)
+        return None
+    if data.get("generation") != generation:
+        return None          # a newer reload already replaced it; its generation bump follows
+    return [tuple(item) for item in data["sources"]]
+
+
+def give_tree(path: str, owner) -> None:
+    """state_dir is the daemon's own: hand anything in it that root created (e.g. by running the CLI
+    as root) to the service user, or the dropped-privilege daemon could not write its store."""
+    uid, gid = owner[0], owner[1]
+    for directory, dirs, files in os.walk(path):
+        for name in [directory] + [os.path.join(directory, f) for f in files]:
+            try:
+                info = os.lstat(name)
+                if info.st_uid != uid:
+                    os.lchown(name, uid, gid)
+            except OSError as exc:
+                log.warning("cannot give %s to the service user: %s", name, exc.strerror)
+
+
+def preload_modules() -> None:
+    """Import what Python would load lazily later: after dropping privileges the interpreter's own
+    files may be unreadable (a venv built from a Python under /root), and a codec that fails to import
+    in the middle of scanning would make that scan fail."""
+    import encodings
+    import pkgutil
+    for module in pkgutil.iter_modules(encodings.__path__):
+        try:
+            importlib.import_module(f"encodings.{module.name}")
+        except Exception:   # noqa: BLE001 - platform-specific codecs (mbcs, oem) do not exist here
+            pass
+    for name in ("zipfile", "tarfile", "gzip", "bz2", "lzma", "zlib", "binascii", "quopri", "uu",
+                 "smtplib", "sqlite3", "json", "html", "html.parser", "email.parser", "email.policy",
+                 "email.headerregistry", "email.contentmanager", "uuid", "secrets", "hashlib", "ipaddress"):
+        try:
+            importlib.import_module(name)
+        except Exception:   # noqa: BLE001
+            pass
 
 
 def send_reload(pid_file: str) -> int:

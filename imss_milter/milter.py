@@ -17,6 +17,7 @@ from email.header import Header
 import Milter
 
 from .errors import StoreError
+from .mime.headers import decode_rfc2047
 from .policy.types import Verdict
 from .session import Connection, MessageTooLarge, Spool, Transaction, parse_esmtp_params, strip_angle
 
@@ -25,6 +26,9 @@ log = logging.getLogger("imss_milter")
 TEMPFAIL_REPLY = ("451", "4.3.0", "Temporary failure in message content filter, try again later")
 TOO_LARGE_REPLY = ("552", "5.3.4", "Message size exceeds fixed maximum message size")
 SHUTDOWN_REPLY = ("421", "4.3.2", "Service shutting down, try again later")
+# ImssMilter negotiates P_HDR_LEADSPC (header values exactly as in the message), so the values it
+# adds or changes must carry their own space after the colon, or the MTA writes "Name:value".
+LEADING_SPACE = " "
 
 
 class _Activity:
@@ -308,7 +312,7 @@ class ImssMilter(Milter.Base):
         for mod in verdict.modifications:
             if mod.kind == "add_header":
                 name, value = mod.args
-                self.addheader(name, encode_header_value(value))
+                self.addheader(name, LEADING_SPACE + encode_header_value(value))
             elif mod.kind == "tag_subject":
                 self.tag_subject(mod.args[0], tx)
             elif mod.kind == "bcc":
@@ -328,15 +332,22 @@ class ImssMilter(Milter.Base):
                         self.prefix(), ", ".join(sorted(not_yet)))
 
     def tag_subject(self, prefix: str, tx: Transaction) -> None:
+        """Prefix the Subject, keeping it a valid header whatever bytes the original had."""
         subjects = [value for name, value in tx.headers if name.lower() == b"subject"]
         if not subjects:
-            self.addheader("Subject", encode_header_value(prefix.strip()))
+            self.addheader("Subject", LEADING_SPACE + encode_header_value(prefix.strip()))
             return
-        current = subjects[0].decode("utf-8", "surrogateescape").strip()
-        if current.startswith(prefix.strip()):
+        raw = subjects[0].strip()
+        text = decode_rfc2047(raw).strip()
+        if text.startswith(prefix.strip()):
             return      # already tagged (e.g. by a previous pass)
         separator = "" if prefix.endswith(" ") else " "
-        self.chgheader("Subject", 1, encode_header_value(prefix) + separator + current)
+        if raw.isascii() and b"=?" not in raw:
+            value = prefix + separator + raw.decode("ascii")      # plain subject: keep it as it was
+        else:
+            # encoded words or raw 8-bit bytes: decode, then write one RFC 2047-encoded value
+            value = encode_header_value(prefix + separator + text)
+        self.chgheader("Subject", 1, LEADING_SPACE + value)
 
     # -- end of transaction / connection -----------------------------------
 

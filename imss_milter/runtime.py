@@ -15,12 +15,19 @@ from dataclasses import dataclass, field
 from .errors import ImssError
 from .mime import parse_message
 from .mime.model import MessageModel
-from .policy import load_rules
+from .policy import compile_rules, read_rule_sources
 from .policy.types import Envelope, Verdict
 from .sender import SenderFilter
+from .sender.config import parse_dns, parse_sender_filtering
 from .sender.reputation import ReputationEngine
 
 log = logging.getLogger("imss_milter")
+
+
+class ScanError(ImssError):
+    """The scanner failed internally: the verdict would be unreliable, so the milter answers per on_error."""
+
+    default_message = "internal scanning error"
 
 
 @dataclass
@@ -70,15 +77,24 @@ class Runtime:
         self.generation = 0
         self.errors: dict[str, int] = {}
         # Built here so a bad sender_filtering/dns section stops start-up with file:line.
-        self.sender_filter = sender_filter if sender_filter is not None else self.build_sender_filter()
+        if sender_filter is False:      # validating only: check the sections, open no state
+            self.sender_filter = None
+            self.build_sender_filter(validate_only=True)
+        else:
+            self.sender_filter = sender_filter if sender_filter is not None else self.build_sender_filter()
         if self.sender_filter is not None and self.sender_filter.enabled:
             self.engines["sender_reputation"] = ReputationEngine()
         self._rules = rules if rules is not None else self.load_rules()
 
-    def build_sender_filter(self):
+    def build_sender_filter(self, validate_only: bool = False):
         """The sender filter of the config's sender_filtering/dns sections; None when absent."""
         section = self.settings.raw.get("sender_filtering")
         if section is None:
+            return None
+        if validate_only:
+            parse_dns(self.settings.raw.get("dns"))
+            if parse_sender_filtering(section).enabled:
+                self.engines["sender_reputation"] = ReputationEngine()
             return None
         return SenderFilter.from_config(section, self.settings.raw.get("dns"), self.settings.state_dir,
                                         event_log=self.sender_event)
@@ -88,20 +104,25 @@ class Runtime:
 
     # -- rules -----------------------------------------------------------
 
-    def load_rules(self):
-        """Load the rule files named by the settings; raises ConfigError."""
-        return load_rules(self.settings.rules_dir,
-                          internal_domains=self.settings.internal_domains,
-                          limits=self.settings.limits, engines=list(self.engines))
+    def read_rules(self) -> list[tuple[str, str]]:
+        """The rule files' (path, text), read once (ConfigError if unreadable)."""
+        return read_rule_sources(self.settings.rules_dir)
+
+    def load_rules(self, sources=None):
+        """Compile the rule files (or the given sources); raises ConfigError."""
+        if sources is None:
+            sources = self.read_rules()
+        return compile_rules(sources, internal_domains=self.settings.internal_domains,
+                             limits=self.settings.limits, engines=list(self.engines))
 
     @property
     def rules(self):
         return self._rules
 
-    def reload(self) -> bool:
-        """Swap in freshly loaded rules; on any error keep the old ones and say why."""
+    def reload(self, sources=None) -> bool:
+        """Swap in freshly loaded rules (or these sources); on any error keep the old ones and say why."""
         try:
-            new_rules = self.load_rules()
+            new_rules = self.load_rules(sources)
         except ImssError as exc:
             log.error("reload failed, keeping the previous rules: %s", exc)
             self.event("system", "reload-failed", {"error": str(exc)})
@@ -149,6 +170,10 @@ class Runtime:
         timings = {}
         started = time.perf_counter()
         model = parse_message(raw, self.settings.limits)
+        errors = getattr(model, "errors", None)
+        if errors:
+            # A scanner failure (not bad input) means parts went unscanned: never a verdict on that.
+            raise ScanError("scanner failed: " + "; ".join(errors[:3]))
         parsed = time.perf_counter()
         timings["parse"] = parsed - started
         verdict = rules.evaluate(envelope, model, self.engines)

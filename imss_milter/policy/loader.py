@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from ..mime.model import Limits
 from ..settings import type_name
 from ..textmatch import PatternError, TextMatcher
-from ..yamlconf import LDict, fail, load_yaml
+from ..yamlconf import LDict, fail, load_yaml, loads_yaml
 from .actions import compile_actions
 from .addresses import AddressGroup, compile_selector, group_from_patterns, internal_group
 from .conditions import PREDEFINED_DLP_TEMPLATES, CompileEnv, NamedList, compile_condition
@@ -63,22 +63,60 @@ def rule_files(rules_dir: str) -> list[str]:
     return sorted(glob.glob(os.path.join(glob.escape(rules_dir), "*.yaml")), key=os.path.basename)
 
 
+def read_rule_sources(rules_dir: str) -> list[tuple[str, str]]:
+    """(path, text) of every rule file, read once: what is validated is exactly what is later loaded."""
+    sources = []
+    for path in rule_files(rules_dir):
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read file: {exc.strerror}", path) from None
+        try:
+            sources.append((path, raw.decode("utf-8")))
+        except UnicodeDecodeError as exc:
+            raise ConfigError("file is not valid UTF-8", path, raw[: exc.start].count(b"\n") + 1) from None
+    return sources
+
+
+def rules_dir_warnings(rules_dir: str) -> list[str]:
+    """Mistakes in the rules directory itself, which loading alone cannot report."""
+    if not os.path.isdir(rules_dir):
+        return [f"rules_dir {rules_dir} does not exist: using the shipped rules ({shipped_rules_dir()})"]
+    warnings = []
+    ignored = sorted(name for name in os.listdir(rules_dir)
+                     if name.endswith((".yml", ".YAML", ".YML", ".yaml.disabled")) or name.endswith(".yaml~"))
+    for name in ignored:
+        warnings.append(f"{os.path.join(rules_dir, name)} is ignored: only *.yaml files are rule files")
+    if not rule_files(rules_dir):
+        warnings.append(f"rules_dir {rules_dir} has no *.yaml files: no policy applies")
+    return warnings
+
+
 def load_rules(rules_dir: str, internal_domains: Iterable[str] = (), limits: Limits = Limits(),
                engines: Iterable[str] | None = None) -> RuleSet:
     """Load and compile every rule file; `engines` names the configured engines, for warnings."""
     return compile_rules(rule_files(rules_dir), internal_domains, limits, engines)
 
 
-def compile_rules(paths: list[str], internal_domains: Iterable[str] = (), limits: Limits = Limits(),
+def compile_rules(paths: list, internal_domains: Iterable[str] = (), limits: Limits = Limits(),
                   engines: Iterable[str] | None = None) -> RuleSet:
-    """Compile the given files, in the given order (load_rules without the directory scan)."""
+    """Compile the given files, in the given order (load_rules without the directory scan).
+
+    Each item is a path, or a (path, text) pair from read_rule_sources(): errors name the path.
+    """
     raw_groups: dict[str, tuple] = {}
     raw_lists: dict[str, tuple] = {}
     raw_policies: list[LDict] = []
     positions: dict[str, int] = {}
     dlp_sections = []
-    for path in paths:
-        data = load_yaml(path)
+    for item in paths:
+        if isinstance(item, tuple):
+            path, text = item
+            data = loads_yaml(text, path)
+        else:
+            path = item
+            data = load_yaml(path)
         if data is None:
             continue
         if not isinstance(data, dict):

@@ -108,6 +108,9 @@ def test_matching_policy_tags_subject_and_adds_header(stack):
     [captured] = sink.wait_for(1, subject_contains="e2e-tag")
     assert str(captured.message["Subject"]) == "[OFFER] weekly news e2e-tag"
     assert captured.message["X-IMSS-Test"] == "offer-tagged"
+    # as written on the wire, with the space after the colon
+    assert b"\nSubject: [OFFER] weekly news e2e-tag" in captured.raw
+    assert b"\nX-IMSS-Test: offer-tagged" in captured.raw
 
 
 def test_reject_reaches_the_smtp_client_with_the_rule_text(stack):

@@ -88,8 +88,9 @@ def test_clean_message_continues_without_changes(runtime):
 def test_modifications_of_a_delivered_message(runtime):
     outcome = run_message(message(subject="Win big", body="You won the LOTTERY today\n"))
     assert outcome.result == "continue"
-    assert ("X-IMSS-Mark", "lottery") in outcome.added_headers
-    assert outcome.changed_headers == [("Subject", 1, "[SUSPECT] Win big")]
+    # values carry the space after the colon: the milter negotiated P_HDR_LEADSPC
+    assert ("X-IMSS-Mark", " lottery") in outcome.added_headers
+    assert outcome.changed_headers == [("Subject", 1, " [SUSPECT] Win big")]
     assert [r for r, _ in outcome.added_recipients] == ["<audit@example.com>"]
 
 
@@ -204,3 +205,37 @@ def test_malformed_and_random_input_never_breaks_a_callback(runtime):
         answers.add(outcome.result)
     # every message got a content verdict; none fell into the internal-error path
     assert "tempfail" not in answers
+
+
+def raw_message(subject_bytes: bytes, body=b"You won the lottery\n") -> bytes:
+    return (b"From: alice@example.org\r\nTo: user@example.com\r\nSubject: " + subject_bytes +
+            b"\r\nContent-Type: text/plain\r\n\r\n" + body)
+
+
+@pytest.mark.parametrize("subject, expected", [
+    (b"caf\xe9 au lait", "[SUSPECT] café au lait"),                 # raw Latin-1 bytes
+    (b"caf\xc3\xa9 cr\xc3\xa8me", "[SUSPECT] café crème"),        # raw UTF-8 bytes
+    (b"=?iso-8859-1?q?caf=E9?= noir", "[SUSPECT] café noir"),        # RFC 2047
+])
+def test_tagging_a_non_ascii_subject_gives_a_valid_header(runtime, subject, expected):
+    import email.header
+    outcome = run_message(raw_message(subject))
+    assert outcome.result == "continue"
+    [(name, index, value)] = outcome.changed_headers
+    assert value.startswith(" ") and value.isascii()
+    decoded = str(email.header.make_header(email.header.decode_header(value.strip())))
+    assert decoded == expected
+
+
+def test_scanner_failure_answers_tempfail_not_deliver(runtime, monkeypatch):
+    import imss_milter.runtime as runtime_module
+    real_parse = runtime_module.parse_message
+
+    def parse_with_internal_error(raw, limits):
+        model = real_parse(raw, limits)
+        model.errors = ["archives: LookupError: unknown encoding: cp437"]
+        return model
+    monkeypatch.setattr(runtime_module, "parse_message", parse_with_internal_error)
+    outcome = run_message(message(attachment=("tool.exe", b"MZ" + b"\0" * 200)), queue_id="QSCANERR")
+    assert outcome.result == "tempfail"
+    assert runtime.store.list() == []
