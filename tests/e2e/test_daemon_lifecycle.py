@@ -105,3 +105,25 @@ def test_check_config_and_bad_main_config_report_file_and_line(tmp_path):
     assert result.returncode == 1
     assert f"{config}:2: milter.on_error: expected tempfail or accept" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_zipped_executable_is_quarantined_after_privileges_are_dropped(stack):
+    """Scanning as the service user must work: codecs and modules Python loads lazily (cp437 for zip
+    names) are preloaded before setuid, since the interpreter may live in a directory the user cannot read."""
+    import io
+    import json
+    import zipfile
+
+    from tests.e2e.test_postfix_verdicts import pe_executable
+
+    sink, postfix, daemon = stack
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("report.exe", pe_executable())
+    raw = make_message("zipped e2e-dropped", attachment=("report.zip", buffer.getvalue(), "application", "zip"))
+    with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=60) as client:
+        client.sendmail("alice@example.org", ["bob@example.com"], raw)
+    assert sink.wait_for(1, timeout=3, subject_contains="e2e-dropped") == []
+    listing = json.loads(daemon.cli("quarantine", "list", "--json", check=True).stdout)
+    [entry] = [e for e in listing if "e2e-dropped" in e["subject"]]
+    assert entry["rules"][0] == "block-executables"
