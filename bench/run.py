@@ -32,6 +32,7 @@ sys.path.insert(0, REPO)
 from tests.helpers.daemon import MilterDaemon  # noqa: E402
 from tests.helpers.net import free_port, wait_for_port, wait_for_unix_socket  # noqa: E402
 from tests.helpers.postfix import PostfixInstance, SmtpSink  # noqa: E402
+from tests.helpers.rbldnsd import Rbldnsd  # noqa: E402
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -109,6 +110,25 @@ def latencies(port: int, raw: bytes, count: int) -> list[float]:
     return times
 
 
+def sender_filtering_config(dns_port: int, recipients_file: str) -> str:
+    """Sender filtering as a site would run it: two DNSBL zones (cached), a directory, the IP Profiler."""
+    return f"""\
+dns: {{nameservers: ["127.0.0.1"], port: {dns_port}, timeout: 2s}}
+sender_filtering:
+  blocked_hosts: ["198.51.100.7"]
+  blocked_senders: ["*@spam.test"]
+  reputation:
+    zones:
+      - {{zone: bl.bench.test, codes: {{"127.0.0.2": spam-source}}, action: reject}}
+      - {{zone: dyn.bench.test, codes: {{"127.0.0.10": dynamic}}, action: tag}}
+  directory:
+    files: [{recipients_file}]
+  ip_profiler:
+    dha: {{threshold: 10, window: 60s, block: 1h, action: tempfail}}
+    bounce: {{threshold: 20, window: 60s, block: 30m, action: tempfail}}
+"""
+
+
 def percentile(values, fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
@@ -160,6 +180,8 @@ def main(argv=None) -> int:
     parser.add_argument("--latency-messages", type=int, default=150)
     parser.add_argument("--sockets", default="unix,inet")
     parser.add_argument("--quick", action="store_true", help="a short run for smoke testing")
+    parser.add_argument("--sender-filtering", action="store_true",
+                        help="also run imss-milter with sender filtering on (rbldnsd on loopback, cached)")
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.rounds, args.latency_messages = 60, 1, 30
@@ -187,6 +209,16 @@ def main(argv=None) -> int:
         configs.append((f"imss-{kind}", lambda k=kind: MilterDaemon(
             os.path.join(root, f"imss-{k}"), max_message_size="50MB",
             socket_spec=None if k == "unix" else f"inet:{free_port()}@127.0.0.1").start()))
+    dns = None
+    if args.sender_filtering:
+        dns = Rbldnsd({"bl.bench.test": ("ip4set", "127.0.0.2 :127.0.0.2:listed\n"),
+                       "dyn.bench.test": ("ip4set", "127.0.0.5 :127.0.0.10:dynamic\n")}).start()
+        recipients = os.path.join(root, "recipients.txt")
+        with open(recipients, "w") as handle:
+            handle.write("user@example.com\n")
+        configs.append(("imss-sf-unix", lambda: MilterDaemon(
+            os.path.join(root, "imss-sf-unix"), max_message_size="50MB",
+            extra_config=sender_filtering_config(dns.port, recipients)).start()))
     for name, _ in configs:
         if name.startswith("imss-"):
             os.makedirs(os.path.join(root, name), exist_ok=True)
@@ -224,6 +256,8 @@ def main(argv=None) -> int:
     finally:
         postfix.stop()
         sink.stop()
+        if dns is not None:
+            dns.stop()
 
     print()
     print(f"Throughput (median of {args.rounds} round(s) of {args.messages} messages; ratio = imss / no-op on the same socket)")
@@ -237,6 +271,14 @@ def main(argv=None) -> int:
                 used = cores[(f"imss-{kind}", size, conc)]
                 row += f"{noop:>11.1f} {imss:>11.1f} {imss / noop:>6.2f} {used:>6.2f} "
             print(row)
+    if args.sender_filtering:
+        print()
+        print("Sender filtering on (imss-sf-unix) vs off (imss-unix), same run:")
+        for size in sizes:
+            for conc in concurrencies:
+                off = results[("imss-unix", size, conc)]
+                on = results[("imss-sf-unix", size, conc)]
+                print(f"  {size // 1024:>5}KB x{conc:<3d} off {off:8.1f}  on {on:8.1f}  ratio {on / off:5.2f}")
     print()
     print(f"Latency per message, {sizes[-1] // 1024} KB, sequential ({args.latency_messages} messages): p50 / p99 in ms")
     for name, (p50, p99) in lat.items():
