@@ -312,6 +312,7 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
         signal.signal(sig, signal.SIG_DFL)
     os.setpgid(0, 0)      # Ctrl-C in a terminal reaches the master only; it drains the workers
     runtime.reset_after_fork()
+    runtime.start_log_writer()
     ImssMilter.runtime = runtime
     master = os.getppid()
     seen = generation.value
@@ -326,6 +327,7 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
                 activity.draining = True
                 if not activity.wait_idle(settings.milter.timeout):
                     log.warning("gave up waiting for %d connection(s) in flight", activity.active)
+                runtime.stop_log_writer()        # every tracking record written before we exit
                 libmilter.stop()
                 return
             if generation.value != seen:

@@ -113,6 +113,9 @@ class StoreBackend(abc.ABC):
     def log_message(self, record: dict) -> None: ...
 
     @abc.abstractmethod
+    def log_messages(self, records) -> None: ...
+
+    @abc.abstractmethod
     def log_event(self, category: str, event: str, detail: dict | str | None = None,
                   queue_id: str | None = None, rule: str | None = None) -> None: ...
 

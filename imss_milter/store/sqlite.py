@@ -468,6 +468,26 @@ class SQLiteStore(StoreBackend):
     # --- logs -------------------------------------------------------------------
 
     def log_message(self, record: dict) -> None:
+        self.log_messages([record])
+
+    def log_messages(self, records) -> None:
+        """Several tracking records in one transaction (the daemon batches them off the mail path)."""
+        rows = [self._message_row(record) for record in records]
+        if not rows:
+            return
+        columns = ", ".join(rows[0])
+        marks = ", ".join("?" for _ in rows[0])
+        try:
+            with self._connection() as conn:
+                conn.execute("BEGIN")          # autocommit connection: one explicit transaction
+                conn.executemany(f"INSERT INTO message_log ({columns}) VALUES ({marks})",
+                                 [tuple(row.values()) for row in rows])
+                conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot write {self.db_path}: {error}") from error
+
+    @staticmethod
+    def _message_row(record: dict) -> dict:
         values = {column: record.get(column) for column in _MESSAGE_COLUMNS}
         for column in ("recipients", "rules"):
             value = values[column]
@@ -479,10 +499,7 @@ class SQLiteStore(StoreBackend):
             values["time"] = time.time()   # a bad timestamp must not cost the record
         extra = {key: value for key, value in record.items() if key not in _MESSAGE_COLUMNS}
         values["extra"] = _json(extra) if extra else None
-        columns = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
-        # One statement in autocommit mode is one short transaction: the cheapest durable-enough write.
-        self._execute(f"INSERT INTO message_log ({columns}) VALUES ({marks})", tuple(values.values()))
+        return values
 
     def log_event(self, category: str, event: str, detail: dict | str | None = None,
                   queue_id: str | None = None, rule: str | None = None) -> None:

@@ -239,3 +239,14 @@ def test_scanner_failure_answers_tempfail_not_deliver(runtime, monkeypatch):
     outcome = run_message(message(attachment=("tool.exe", b"MZ" + b"\0" * 200)), queue_id="QSCANERR")
     assert outcome.result == "tempfail"
     assert runtime.store.list() == []
+
+
+def test_batched_tracking_records_are_all_written_when_the_writer_stops(runtime):
+    runtime.start_log_writer(interval=5.0)          # long interval: only the stop flushes
+    try:
+        for index in range(20):
+            assert run_message(message(), queue_id=f"QB{index}").result == "continue"
+    finally:
+        runtime.stop_log_writer()
+    queue_ids = {r["queue_id"] for r in runtime.store.query_logs(kind="messages", limit=100)}
+    assert {f"QB{index}" for index in range(20)} <= queue_ids

@@ -276,3 +276,12 @@ def test_since_accepts_iso_strings_and_datetimes(store):
     assert store.query_logs(queue_id="OLD")[0]["time"] == "2026-01-02T03:04:05Z"
     assert [r["queue_id"] for r in store.query_logs(until=datetime(2026, 3, 1))] == ["OLD"]
     json.dumps(store.query_logs())                          # everything returned is JSON-ready
+
+
+def test_log_messages_writes_a_batch_in_one_call(tmp_path):
+    from imss_milter.store import Store
+    store = Store(str(tmp_path))
+    store.log_messages([{"queue_id": f"B{i}", "sender": "a@example.org", "recipients": ["b@example.com"],
+                         "verdict": "deliver", "rules": []} for i in range(50)])
+    assert len(store.query_logs(kind="messages", limit=1000)) == 50
+    assert [r["queue_id"] for r in store.query_logs(kind="messages", queue_id="B7")] == ["B7"]
