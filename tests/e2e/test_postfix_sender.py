@@ -55,7 +55,7 @@ policies:
 
 def sender_config(dns_port: int, recipients_file: str) -> str:
     return f"""\
-dns: {{nameservers: ["127.0.0.1"], port: {dns_port}, timeout: 1s}}
+dns: {{nameservers: ["127.0.0.1"], port: {dns_port}, timeout: 3s}}
 sender_filtering:
   reputation:
     zones:
@@ -213,8 +213,10 @@ def test_directory_harvest_blocks_the_client_until_unblocked(stack):
 def test_tag_zone_lets_the_client_in_and_rules_see_its_reputation(stack):
     sink, postfix, _, _ = stack
     send_from(postfix, TAGGED_IP, make_message("from a dynamic address e2e-tagged"))
-    [captured] = sink.wait_for(1, subject_contains="e2e-tagged")
-    assert captured.message["X-IMSS-Reputation"] == "dynamic-client"
+    found = sink.wait_for(1, subject_contains="e2e-tagged")
+    assert found, f"not delivered; milter log:\n{stack[2].log()[-3000:]}"
+    [captured] = found
+    assert captured.message["X-IMSS-Reputation"] == "dynamic-client", stack[2].log()[-3000:]
 
     # same rule, clean client: no header
     send_from(postfix, CLEAN_IP, make_message("from a clean address e2e-untagged"))
