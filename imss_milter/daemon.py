@@ -17,6 +17,7 @@ flight before they leave libmilter's loop.
 from __future__ import annotations
 
 import grp
+import hashlib
 import importlib
 import json
 import logging
@@ -32,6 +33,8 @@ import time
 import Milter
 import milter as libmilter
 
+from . import __version__
+from . import metrics as metrics_module
 from .errors import ConfigError, ImssError
 from .milter import ImssMilter, activity
 from .policy import rules_dir_warnings
@@ -125,6 +128,8 @@ class Master:
         self.reload_requested = False
         self.want = settings.milter.workers or os.cpu_count() or 1
         self.next_sweep = time.monotonic() + 60     # first retention sweep a minute after start
+        self.metrics_server = None
+        self.rules_version = ""
 
     # -- start-up ------------------------------------------------------------
 
@@ -165,6 +170,11 @@ class Master:
         except ImssError:
             self.cleanup()
             raise
+        try:
+            self.start_metrics()
+        except ImssError:
+            self.cleanup()
+            raise
         signal.signal(signal.SIGHUP, self.on_hup)
         signal.signal(signal.SIGTERM, self.on_stop)
         signal.signal(signal.SIGINT, self.on_stop)
@@ -174,6 +184,29 @@ class Master:
         for _ in range(self.want):
             self.spawn()
         return self.supervise()
+
+    def start_metrics(self) -> None:
+        """Multiprocess metrics: every process writes under state_dir/metrics, the master serves them."""
+        listen = self.settings.metrics_listen
+        self.rules_version = sources_version(self.runtime.read_rules())
+        if not listen:
+            return
+        directory = os.path.join(self.settings.state_dir, "metrics")
+        self.runtime.metrics = metrics_module.build(self.settings, directory)
+        registry = metrics_module.scrape_registry(directory, lambda: self.runtime.store, self.component_versions)
+        try:
+            self.metrics_server = metrics_module.serve(listen, registry)
+        except OSError as exc:
+            raise ImssError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
+        log.info("metrics on http://%s/metrics", listen)
+
+    def component_versions(self) -> dict:
+        """What imss_pattern_version_info shows: this program, the rule set, the installed patterns."""
+        versions = {"imss-milter": __version__, "rules": self.rules_version}
+        current = os.path.join(self.settings.patterns_dir, "current")
+        if os.path.islink(current):
+            versions["patterns"] = os.path.basename(os.path.realpath(current))
+        return versions
 
     def write_pid_file(self) -> None:
         pid_file = self.settings.milter.pid_file
@@ -218,6 +251,7 @@ class Master:
             started = self.workers.pop(pid, None)
             if started is None:
                 continue
+            metrics_module.process_exited(pid)
             if not self.stopping:
                 code = os.waitstatus_to_exitcode(status)
                 log.error("worker %d exited (%s); starting another", pid, code)
@@ -236,6 +270,7 @@ class Master:
             return
         if not self.runtime.reload(sources):
             return
+        self.rules_version = sources_version(sources)
         generation = self.generation.value + 1
         try:
             write_snapshot(self.settings.state_dir, generation, sources)
@@ -289,6 +324,8 @@ class Master:
             log.warning("worker %d did not finish in time: killing it", pid)
             os.kill(pid, signal.SIGKILL)
         self.runtime.event("system", "stop", {})
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
         self.cleanup()
         log.info("stopped")
         return 0
@@ -317,10 +354,22 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
     master = os.getppid()
     seen = generation.value
 
+    def sync_metrics():
+        # the sender filter keeps plain counters (cheap on the SMTP path); copy their growth into metrics
+        if runtime.sender_filter is not None:
+            try:
+                runtime.metrics.sync_sender_stats(runtime.sender_filter.stats())
+            except Exception as exc:   # noqa: BLE001 - metrics must never stop a worker
+                log.warning("metrics: cannot copy sender filtering counters: %s", exc)
+
     def watch():
         nonlocal seen
+        ticks = 0
         while True:
             time.sleep(0.2)
+            ticks += 1
+            if ticks % 5 == 0:
+                sync_metrics()
             if os.getppid() != master or draining.value:
                 if os.getppid() != master:
                     log.error("master process is gone: stopping")
@@ -328,6 +377,7 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
                 if not activity.wait_idle(settings.milter.timeout):
                     log.warning("gave up waiting for %d connection(s) in flight", activity.active)
                 runtime.stop_log_writer()        # every tracking record written before we exit
+                sync_metrics()
                 libmilter.stop()
                 return
             if generation.value != seen:
@@ -424,3 +474,11 @@ def send_reload(pid_file: str) -> int:
     except PermissionError:
         raise ImssError(f"not allowed to signal process {pid}; run as root or the milter user") from None
     return pid
+
+
+def sources_version(sources) -> str:
+    """A short digest of the rule files' names and texts: changes exactly when the rules do."""
+    digest = hashlib.sha256()
+    for path, text in sources:
+        digest.update(os.path.basename(path).encode() + b"\0" + text.encode("utf-8", "surrogateescape") + b"\0")
+    return digest.hexdigest()[:12]

@@ -148,6 +148,7 @@ class ImssMilter(Milter.Base):
     def connect(self, hostname, family, hostaddr):
         conn = self.connection
         if activity.draining:
+            self.runtime.metrics.connection("shutdown")
             self.setreply(*SHUTDOWN_REPLY)
             return Milter.TEMPFAIL
         if isinstance(hostaddr, tuple) and hostaddr:
@@ -155,6 +156,9 @@ class ImssMilter(Milter.Base):
         if hostname and not hostname.startswith("[") and hostname != "unknown":
             conn.client_name = hostname
         sender_filter = self.runtime.sender_filter
+        if sender_filter is None or not sender_filter.enabled or not conn.client_ip:
+            # the sender filter counts the connections it judges; these it never sees
+            self.runtime.metrics.connection("accepted")
         if sender_filter is not None and conn.client_ip:
             decision = sender_filter.check_connect(conn.client_ip, conn.client_name)
             conn.sender_decision = decision
@@ -182,6 +186,8 @@ class ImssMilter(Milter.Base):
             esmtp_params=parse_esmtp_params(params),
         )
         self.failure = None
+        self.runtime.metrics.in_flight(1)
+        self.transaction.in_flight = True
         declared = self.transaction.esmtp_params.get("SIZE")
         if declared and declared.isdigit() and milter_settings.max_message_size \
                 and int(declared) > milter_settings.max_message_size:
@@ -253,6 +259,13 @@ class ImssMilter(Milter.Base):
 
     @guarded(replies=True)
     def eom(self):
+        try:
+            return self.judge()
+        finally:
+            self.end_in_flight()
+
+    def judge(self):
+        """End of message: scan, keep the copies the verdict needs, reply and record."""
         tx = self.transaction
         self.queue_id()
         if self.failure is not None:
@@ -351,7 +364,15 @@ class ImssMilter(Milter.Base):
 
     # -- end of transaction / connection -----------------------------------
 
+    def end_in_flight(self) -> None:
+        """The message has its answer (or was abandoned): it leaves imss_messages_in_flight once."""
+        tx = self.transaction
+        if tx is not None and getattr(tx, "in_flight", False):
+            tx.in_flight = False
+            self.runtime.metrics.in_flight(-1)
+
     def reset_transaction(self) -> None:
+        self.end_in_flight()
         if self.transaction is not None:
             if self.transaction.spool is not None:
                 self.transaction.close()

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import ImssError
+from .metrics import NullMetrics
 from .mime import parse_message
 from .mime.model import MessageModel
 from .policy import compile_rules, read_rule_sources
@@ -77,6 +78,7 @@ class Runtime:
         self.engines: dict = {}
         self.generation = 0
         self.errors: dict[str, int] = {}
+        self.metrics = NullMetrics()     # the daemon swaps in prometheus metrics when metrics.listen is set
         self._log_queue: queue.Queue | None = None
         self._log_thread: threading.Thread | None = None
         # Built here so a bad sender_filtering/dns section stops start-up with file:line.
@@ -175,6 +177,7 @@ class Runtime:
         model = parse_message(raw, self.settings.limits)
         errors = getattr(model, "errors", None)
         if errors:
+            self.metrics.engine_error("mime")
             # A scanner failure (not bad input) means parts went unscanned: never a verdict on that.
             raise ScanError("scanner failed: " + "; ".join(errors[:3]))
         parsed = time.perf_counter()
@@ -188,14 +191,19 @@ class Runtime:
     # -- accounting ----------------------------------------------------------
 
     def count_error(self, stage: str) -> None:
-        """Hook for metrics: an internal error in a milter callback or the store."""
+        """An internal error in a milter callback or the store (counted for imss_milter_errors_total)."""
         self.errors[stage] = self.errors.get(stage, 0) + 1
+        self.metrics.milter_error(stage)
 
     def record(self, envelope: Envelope, result: ScanResult, action: str, seconds: float,
                size: int, quarantine_id: str | None = None, note: str | None = None) -> None:
         """Log one line per message (with the queue id) and store its tracking record."""
         verdict = result.verdict
         qid = envelope.queue_id or "NOQUEUE"
+        try:
+            self.metrics.message(action, result.direction, verdict.rules, result.timings)
+        except Exception as exc:   # noqa: BLE001 - metrics must never cost a message
+            log.warning("%s: could not count the message in metrics: %s", qid, exc)
         log.info("%s: verdict=%s rules=%s from=<%s> to=%s size=%d direction=%s time=%.1fms%s%s",
                  qid, action, ",".join(verdict.rules) or "-", envelope.sender,
                  ",".join(f"<{r}>" for r in envelope.recipients), size, result.direction,

@@ -34,7 +34,7 @@ class MilterDaemon:
     def __init__(self, root: str, rules: dict[str, str] | None = None, shipped_rules: bool = True,
                  release_port: int = 10026, workers: int = 2, extra_config: str = "",
                  internal_domains=("example.com",), max_message_size: str = "1MB",
-                 socket_spec: str | None = None):
+                 socket_spec: str | None = None, metrics_listen: str = ""):
         self.root = root
         self.rules_dir = os.path.join(root, "rules")
         self.state_dir = os.path.join(root, "state")
@@ -45,6 +45,7 @@ class MilterDaemon:
         self.config = os.path.join(root, "imss-milter.yaml")
         self.log_path = os.path.join(root, "imss-milter.log")
         self.proc = None
+        self.metrics_listen = metrics_listen       # "127.0.0.1:PORT" serves /metrics; "" switches it off
         os.makedirs(self.rules_dir, exist_ok=True)
         if shipped_rules:
             for name in os.listdir(SHIPPED_RULES):
@@ -66,7 +67,7 @@ class MilterDaemon:
                 internal_domains: [{domains}]
                 rules_dir: {self.rules_dir}
                 state_dir: {self.state_dir}
-                metrics: {{listen: ""}}
+                metrics: {{listen: "{metrics_listen}"}}
                 release: {{smtp: "127.0.0.1:{release_port}"}}
                 logging: {{target: stderr, level: info}}
                 """) + extra_config)
@@ -93,6 +94,9 @@ class MilterDaemon:
                 wait_for_port(int(port), host or "127.0.0.1", timeout=30, proc=self.proc)
             else:
                 wait_for_unix_socket(self.socket, timeout=30, proc=self.proc)
+            if self.metrics_listen:
+                host, _, port = self.metrics_listen.rpartition(":")
+                wait_for_port(int(port), host, timeout=30, proc=self.proc)
         except Exception as exc:
             raise RuntimeError(f"{exc}\n--- daemon log ---\n{self.log()}") from None
         return self
