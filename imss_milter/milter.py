@@ -16,6 +16,7 @@ from email.header import Header
 
 import Milter
 
+from . import rewrite
 from .errors import StoreError
 from .mime.headers import decode_rfc2047
 from .policy.types import Verdict
@@ -26,6 +27,7 @@ log = logging.getLogger("imss_milter")
 TEMPFAIL_REPLY = ("451", "4.3.0", "Temporary failure in message content filter, try again later")
 TOO_LARGE_REPLY = ("552", "5.3.4", "Message size exceeds fixed maximum message size")
 SHUTDOWN_REPLY = ("421", "4.3.2", "Service shutting down, try again later")
+BODY_CHUNK = 65535          # libmilter sends a replaced body in pieces of at most this size
 # ImssMilter negotiates P_HDR_LEADSPC (header values exactly as in the message), so the values it
 # adds or changes must carry their own space after the colon, or the MTA writes "Name:value".
 LEADING_SPACE = " "
@@ -290,6 +292,10 @@ class ImssMilter(Milter.Base):
                     if mod.kind == "archive":
                         self.runtime.store.quarantine(mod.args[0], raw, envelope, result.model.subject,
                                                       verdict.rules, reason="archive", kind="archive")
+                if any(mod.kind == "strip_attachments" for mod in verdict.modifications):
+                    # the original, attachments and all, is kept before anything is removed from it
+                    quarantine_id = self.runtime.store.quarantine(
+                        "default", raw, envelope, result.model.subject, verdict.rules, reason="strip_attachments")
         except StoreError as exc:
             # Nothing is discarded without its copy: the MTA keeps the message and retries.
             log.error("%scould not store the %s copy: %s; answering tempfail", self.prefix(),
@@ -299,6 +305,9 @@ class ImssMilter(Milter.Base):
             self.runtime.record(envelope, result, "tempfail", time.perf_counter() - started,
                                 size=len(raw), note=f"store failure: {exc}")
             return Milter.TEMPFAIL
+        self.new_body = None
+        if verdict.action == "deliver":
+            self.new_body = self.rewrite_body(raw, verdict, quarantine_id)
         reply = self.apply(verdict, result)
         self.runtime.record(envelope, result, verdict.action, time.perf_counter() - started,
                             size=len(raw), quarantine_id=quarantine_id)
@@ -318,6 +327,56 @@ class ImssMilter(Milter.Base):
         self.modify(verdict)
         return Milter.CONTINUE
 
+    def rewrite_body(self, raw: bytes, verdict: Verdict, reference: str | None):
+        """The body after insert_stamp/strip_attachments (a rewrite.Rewrite), or None to leave it alone.
+
+        A stamp that cannot be added is skipped (the mail still goes); stripping that fails raises,
+        so the message is answered per on_error rather than delivered with what had to be removed.
+        """
+        stamps = [mod.args[0] for mod in verdict.modifications if mod.kind == "insert_stamp"]
+        strips = [mod.args for mod in verdict.modifications if mod.kind == "strip_attachments"]
+        if not stamps and not strips:
+            return None
+        strip = None
+        if strips:
+            strip = () if any(not paths for paths in strips) else tuple(p for paths in strips for p in paths)
+        stamp = "\n".join(dict.fromkeys(stamps)) or None
+        try:
+            change = rewrite.rewrite(raw, stamp=stamp, strip=strip, reference=reference)
+        except Exception as exc:   # noqa: BLE001 - see the docstring
+            if strip is not None:
+                raise
+            log.warning("%scould not insert the stamp: %s; delivering without it", self.prefix(), exc)
+            self.runtime.count_error("stamp")
+            return None
+        if change is not None:
+            for note in change.notes:
+                log.info("%s%s", self.prefix(), note)
+            if change.stripped:
+                log.info("%sstripped %s (original kept as %s)", self.prefix(), ", ".join(change.stripped), reference)
+        elif stamp:
+            log.info("%sno text body to stamp (signed, encrypted or attachments only)", self.prefix())
+        return change
+
+    def replace_body(self, change) -> None:
+        """Send the rewritten body and the top-level MIME headers that changed with it."""
+        for name, value in change.headers.items():
+            if value is None:
+                self.chgheader(name, 1, None)
+            elif self.has_header(name):
+                self.chgheader(name, 1, LEADING_SPACE + value)
+            else:
+                self.addheader(name, LEADING_SPACE + value)
+        body = change.body
+        for offset in range(0, len(body), BODY_CHUNK):
+            self.replacebody(body[offset:offset + BODY_CHUNK])
+        if not body:
+            self.replacebody(b"")
+
+    def has_header(self, name: str) -> bool:
+        wanted = name.lower().encode()
+        return any(header.lower() == wanted for header, _ in self.transaction.headers)
+
     def modify(self, verdict: Verdict) -> None:
         """Apply the modifications of every matched policy through the milter protocol."""
         tx = self.transaction
@@ -336,10 +395,12 @@ class ImssMilter(Milter.Base):
                     self.delrcpt(f"<{recipient}>")
                 for address in mod.args:
                     self.addrcpt(f"<{address}>")
-            elif mod.kind == "archive":
-                pass      # stored before the reply, in eom
+            elif mod.kind in ("archive", "insert_stamp", "strip_attachments"):
+                pass      # stored in eom / applied to the body below
             else:
                 not_yet.add(mod.kind)
+        if getattr(self, "new_body", None) is not None:
+            self.replace_body(self.new_body)
         if not_yet:
             log.warning("%sactions not available in this version, skipped: %s",
                         self.prefix(), ", ".join(sorted(not_yet)))
