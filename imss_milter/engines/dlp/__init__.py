@@ -1,0 +1,23 @@
+"""Data-loss prevention (SPEC §4b): identifiers, templates, document text extraction and masked incidents.
+
+Public API:
+    DlpEngine()                         the `dlp` condition's engine (Runtime.engines["dlp"])
+    DlpEngine.for_rules(rules)          bound to a RuleSet's DLP configuration
+    compile_dlp(sections, timeout)      rule files' `dlp:` mappings -> DlpConfig (ConfigError with file:line)
+    DlpSections(sections, config)       what the loader stores in RuleSet.dlp (a list that keeps the config)
+    extract_document(part, budget)      Extraction(text, kind, problem) of a document part, or None
+    PREDEFINED_IDENTIFIERS, PREDEFINED_TEMPLATES
+"""
+
+from ...policy.context import register_text_extractor
+from .config import PREDEFINED_TEMPLATES, DlpConfig, DlpSections, compile_dlp
+from .engine import DlpEngine, config_of, predefined_config, scan_message
+from .extract import Budget, Extraction, document_text, extract_document
+from .identifiers import PREDEFINED_IDENTIFIERS
+
+# attachment.content conditions see the text of documents, not their zip or PDF bytes
+register_text_extractor(document_text)
+
+__all__ = ["Budget", "DlpConfig", "DlpEngine", "DlpSections", "Extraction", "PREDEFINED_IDENTIFIERS",
+           "PREDEFINED_TEMPLATES", "compile_dlp", "config_of", "document_text", "extract_document",
+           "predefined_config", "scan_message"]
