@@ -13,8 +13,9 @@ list defined in a later file:
       policies: [{name: block-executables, enabled: false}]
   in 50-local.yaml disables a shipped policy. The same name twice in one
   file is an error.
-- dlp: accepted and kept raw (RuleSet.dlp) for the DLP engine; only the
-  template names are read here, to check `dlp:` conditions.
+- dlp: identifiers and templates are compiled and validated here
+  (engines/dlp/config.py) so errors name file and line; RuleSet.dlp keeps
+  the raw sections and carries the compiled form (.config) for the engine.
 - the group `internal` exists automatically from the main config's
   internal_domains (those domains and their subdomains) unless a rule
   file defines it.
@@ -29,6 +30,7 @@ import os
 import re
 from typing import Iterable
 
+from ..engines.dlp.config import DlpSections, compile_dlp
 from ..errors import ConfigError
 from ..mime.model import Limits
 from ..settings import type_name
@@ -36,7 +38,7 @@ from ..textmatch import PatternError, TextMatcher
 from ..yamlconf import LDict, fail, load_yaml, loads_yaml
 from .actions import compile_actions
 from .addresses import AddressGroup, compile_selector, group_from_patterns, internal_group
-from .conditions import PREDEFINED_DLP_TEMPLATES, CompileEnv, NamedList, compile_condition
+from .conditions import CompileEnv, NamedList, compile_condition
 from .ruleset import Policy, Route, RuleSet
 
 _TOP_KEYS = ("address_groups", "lists", "policies", "dlp")
@@ -139,7 +141,8 @@ def compile_rules(paths: list, internal_domains: Iterable[str] = (), limits: Lim
     for name, (value, table, key) in raw_groups.items():
         groups[name] = group_from_patterns(name, value, table, key)
     lists = {name: _compile_list(name, value, table, key, limits) for name, (value, table, key) in raw_lists.items()}
-    env = CompileEnv(groups=groups, lists=lists, dlp_templates=_dlp_templates(dlp_sections),
+    dlp_config = compile_dlp(dlp_sections, limits.regex_timeout)
+    env = CompileEnv(groups=groups, lists=lists, dlp_templates=dlp_config.template_names,
                      regex_timeout=limits.regex_timeout)
     policies = []
     engines_used: dict[str, set] = {}
@@ -159,7 +162,7 @@ def compile_rules(paths: list, internal_domains: Iterable[str] = (), limits: Lim
                 warnings.append(f"policy {policy.name!r} uses the group 'internal', which is empty: "
                                 f"set internal_domains in the main config")
     return RuleSet(policies=policies, groups=groups, lists=lists, files=list(paths), limits=limits,
-                   dlp=dlp_sections, engines_used=engines_used, warnings=warnings)
+                   dlp=DlpSections(dlp_sections, dlp_config), engines_used=engines_used, warnings=warnings)
 
 
 def _table(data: LDict, key: str) -> LDict:
@@ -231,15 +234,6 @@ def _compile_list(name: str, value, table, key, limits: Limits) -> NamedList:
     except PatternError as exc:
         raise fail(f"list {name!r}: {exc}", items, exc.index) from None
     return NamedList(name, kind, case_sensitive, tuple(items), matcher)
-
-
-def _dlp_templates(sections: list) -> set[str]:
-    names = set(PREDEFINED_DLP_TEMPLATES)
-    for section in sections:
-        templates = section.get("templates")
-        if isinstance(templates, dict):
-            names.update(str(name) for name in templates)
-    return names
 
 
 def _compile_policy(raw: LDict, env: CompileEnv) -> Policy:
