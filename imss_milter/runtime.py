@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .engines.dlp import DlpEngine
 from .errors import ImssError
 from .metrics import NullMetrics
 from .mime import parse_message
@@ -75,7 +76,7 @@ class Runtime:
         self.settings = settings
         self._store = store
         self._store_lock = threading.Lock()
-        self.engines: dict = {}
+        self.engines: dict = {"dlp": DlpEngine()}     # built in: no service behind it
         self.generation = 0
         self.errors: dict[str, int] = {}
         self.metrics = NullMetrics()     # the daemon swaps in prometheus metrics when metrics.listen is set
@@ -182,7 +183,9 @@ class Runtime:
             raise ScanError("scanner failed: " + "; ".join(errors[:3]))
         parsed = time.perf_counter()
         timings["parse"] = parsed - started
-        verdict = rules.evaluate(envelope, model, self.engines)
+        # the DLP engine reads the templates of the rule set judging this message
+        engines = {**self.engines, "dlp": self.engines["dlp"].for_rules(rules)}
+        verdict = rules.evaluate(envelope, model, engines)
         timings["policy"] = time.perf_counter() - parsed
         return ScanResult(model=model, verdict=verdict,
                           direction=direction_of(envelope, self.settings.internal_domains),
