@@ -9,30 +9,73 @@ buffer, and text bodies are the most common parts.
 
 from __future__ import annotations
 
+import queue
 import re
 import struct
-import threading
+
+from .failures import INPUT_ERRORS
 
 try:
     import magic as _magic_module
 except Exception:       # libmagic missing: our own checks still work
     _magic_module = None
 
-_thread_state = threading.local()
+# libmagic looks at the start of a file; a bounded prefix makes a 10 MB
+# attachment cost what a small one does. OLE2 (CDF) files are the exception:
+# libmagic follows their sector chains anywhere in the file.
+LIBMAGIC_PREFIX = 256 * 1024
+
+# Magic instances, each used by one thread at a time (libmagic is not thread
+# safe) and returned after use. Loading the database costs milliseconds and
+# the milter runs a thread per SMTP connection, so instances outlive threads.
+# LIFO keeps the few hot instances in use; extras beyond _POOL_KEEP are closed.
+_POOL_KEEP = 16
+_magic_pool: queue.LifoQueue = queue.LifoQueue(maxsize=_POOL_KEEP)
+
+
+def _take_magic():
+    try:
+        return _magic_pool.get_nowait()
+    except queue.Empty:
+        # Failing to create one (database unreadable) is an environment
+        # failure: it propagates so the scan is reported incomplete.
+        return _magic_module.Magic(mime=True)
+
+
+def _give_back_magic(detector) -> None:
+    try:
+        _magic_pool.put_nowait(detector)
+    except queue.Full:
+        pass        # more threads than we keep: python-magic closes it when dropped
+
+
+# Names libmagic gives that differ from the long-standing ones rules use.
+# libmagic 5.44 (Debian 12) calls PE files application/vnd.microsoft.portable-executable;
+# SPEC §5 and rule files say application/x-dosexec.
+_MIME_ALIASES = {
+    "application/vnd.microsoft.portable-executable": "application/x-dosexec",
+}
+
+
+def canonical_mime(mime: str) -> str:
+    """The MIME type under the name rules use (see _MIME_ALIASES)."""
+    return _MIME_ALIASES.get(mime.lower(), mime)
 
 
 def libmagic_mime(payload: bytes) -> str:
-    """libmagic's MIME type for a buffer; one Magic per thread (not thread safe)."""
+    """libmagic's MIME type for a buffer (at most LIBMAGIC_PREFIX bytes of it,
+    except OLE2 files), from a pooled Magic instance."""
     if _magic_module is None or not payload:
         return "application/octet-stream" if payload else "application/x-empty"
-    detector = getattr(_thread_state, "magic", None)
-    if detector is None:
-        detector = _magic_module.Magic(mime=True)
-        _thread_state.magic = detector
+    if len(payload) > LIBMAGIC_PREFIX and not payload.startswith(_OLE2_MAGIC):
+        payload = payload[:LIBMAGIC_PREFIX]
+    detector = _take_magic()
     try:
         return detector.from_buffer(payload) or "application/octet-stream"
-    except Exception:
-        return "application/octet-stream"
+    except _magic_module.MagicException:
+        return "application/octet-stream"       # libmagic gave up on these bytes
+    finally:
+        _give_back_magic(detector)
 
 
 # --- our own checks ----------------------------------------------------------
@@ -90,12 +133,11 @@ _OLE_MSI_HINT = _utf16("\u4840\u3f3f")   # MSI tables' name prefix in their comp
 
 
 def _check_pe(payload: bytes) -> tuple[str, str] | None:
+    # A PE file, a DOS program or a damaged PE: Windows runs all of them. One
+    # name for all, the long-standing one rules use.
     if not payload.startswith(b"MZ") or len(payload) < 64:
         return None
-    (offset,) = struct.unpack_from("<I", payload, 0x3C)
-    if 0 < offset <= len(payload) - 4 and payload[offset:offset + 4] == b"PE\x00\x00":
-        return "executable", "application/vnd.microsoft.portable-executable"
-    return "executable", "application/x-dosexec"     # DOS stub or damaged PE: still runs
+    return "executable", "application/x-dosexec"
 
 
 def _check_macho(payload: bytes) -> tuple[str, str] | None:
@@ -349,7 +391,8 @@ _MIME_CATEGORY_EXACT = {
     "application/x-sharedlib": "executable", "application/x-pie-executable": "executable",
     "application/x-mach-binary": "executable", "application/vnd.microsoft.portable-executable": "executable",
     "application/x-msi": "executable", "application/x-ms-installer": "executable",
-    "application/x-elf": "executable", "application/java-archive": "archive",
+    "application/x-elf": "executable", "application/x-object": "executable",
+    "application/java-archive": "archive",
     "application/x-java-applet": "executable", "application/x-ms-shortcut": "script",
     "application/pdf": "pdf", "application/rtf": "document", "text/rtf": "document",
     "application/msword": "document", "application/vnd.ms-excel": "document",
@@ -423,12 +466,15 @@ def _own_check(payload: bytes, extension: str) -> tuple[str, str] | None:
 def true_type_of(payload: bytes, name_hint: str = "", *, guess_scripts: bool = True) -> tuple[str, str]:
     """(category, mime) of a file from its content; name_hint only refines
     text (a .js file is a script). guess_scripts=False skips the script
-    heuristics for text that is a message body, not a file. Never raises;
-    libmagic runs at most once."""
+    heuristics for text that is a message body, not a file. Never raises
+    for any input (internal failures propagate, see failures.py); libmagic
+    runs at most once. PE files are application/x-dosexec whatever the
+    libmagic version calls them."""
     try:
-        return _true_type(payload, _extension(name_hint), guess_scripts)
-    except Exception:
+        category, mime = _true_type(payload, _extension(name_hint), guess_scripts)
+    except INPUT_ERRORS:
         return "unknown", "application/octet-stream"
+    return category, canonical_mime(mime)
 
 
 def _true_type(payload: bytes, extension: str, guess_scripts: bool = True) -> tuple[str, str]:

@@ -129,7 +129,7 @@ def test_declared_type_and_name_do_not_decide_true_type():
     assert part.name == "invoice.pdf"
     assert part.declared_type == "application/pdf"
     assert part.true_type == "executable"
-    assert part.mime in ("application/x-dosexec", "application/vnd.microsoft.portable-executable")
+    assert part.mime == "application/x-dosexec"
 
 
 def test_java_class_is_not_a_fat_binary_but_still_code():
@@ -174,3 +174,129 @@ def test_libmagic_used_from_many_threads():
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(classify, range(400)))
     assert len(set(results)) == 1 and "sqlite" in results[0]
+
+
+def real_pe_files() -> list[bytes]:
+    """Windows launchers that pip and setuptools ship: real PE32/PE32+ files."""
+    import glob
+    import os
+    import site
+    import sys
+    roots = site.getsitepackages() + [os.path.dirname(os.path.dirname(os.__file__)), sys.prefix]
+    found = []
+    for root in roots:
+        for pattern in ("pip/_vendor/distlib/*.exe", "setuptools/*.exe"):
+            found += sorted(glob.glob(os.path.join(root, pattern)))
+    return [open(path, "rb").read() for path in found[:6]]
+
+
+def test_pe_files_are_x_dosexec_whatever_libmagic_calls_them():
+    from imss_milter.mime.truetype import libmagic_mime
+    samples = real_pe_files() + [pe_file(), b"MZ" + b"\x00" * 100]
+    assert len(samples) > 2, "pip's launchers are expected in the virtualenv"
+    for payload in samples:
+        assert true_type_of(payload) == ("executable", "application/x-dosexec"), libmagic_mime(payload)
+    # Debian 12's libmagic names real PE files otherwise; the name is normalised.
+    assert any(libmagic_mime(p) == "application/vnd.microsoft.portable-executable" for p in samples)
+
+
+def elf_header(elf_type: int) -> bytes:
+    return b"\x7fELF\x02\x01\x01" + b"\x00" * 9 + struct.pack("<HHI", elf_type, 0x3E, 1) + b"\x00" * 200
+
+
+def test_elf_variants_are_executables_under_libmagic_names():
+    import _ctypes
+    import sys
+    from imss_milter.mime.truetype import libmagic_mime
+    elf_names = {"application/x-executable", "application/x-pie-executable", "application/x-sharedlib",
+                 "application/x-object"}
+    samples = {"relocatable": elf_header(1), "exec": elf_header(2), "dyn": elf_header(3),
+               "python": open(sys.executable, "rb").read(), "extension": open(_ctypes.__file__, "rb").read()}
+    seen = set()
+    for label, payload in samples.items():
+        category, mime = true_type_of(payload, "report.pdf")
+        assert category == "executable", (label, mime)
+        assert mime in elf_names, (label, mime)
+        if libmagic_mime(payload) in elf_names:
+            assert mime == libmagic_mime(payload)      # libmagic's name kept
+        seen.add(mime)
+    assert {"application/x-executable", "application/x-sharedlib", "application/x-object"} <= seen
+
+
+def counting_magic(monkeypatch):
+    """Count Magic instances created and the sizes of buffers libmagic sees."""
+    from imss_milter.mime import truetype
+    created, sizes = [], []
+    real_magic = truetype._magic_module.Magic
+
+    class CountingMagic(real_magic):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            created.append(self)
+
+        def from_buffer(self, buf):
+            sizes.append(len(buf))
+            return super().from_buffer(buf)
+    monkeypatch.setattr(truetype._magic_module, "Magic", CountingMagic)
+    # Start from an empty pool so only this test's instances count.
+    monkeypatch.setattr(truetype, "_magic_pool", type(truetype._magic_pool)(maxsize=truetype._POOL_KEEP))
+    return created, sizes
+
+
+SQLITE = b"SQLite format 3\x00\x10\x00\x01\x01" + b"\x00" * 200
+
+
+def test_libmagic_instances_outlive_connection_threads(monkeypatch):
+    import threading
+    created, _sizes = counting_magic(monkeypatch)
+    results = []
+    for _connection in range(30):      # the milter: one short-lived thread per SMTP connection
+        thread = threading.Thread(target=lambda: results.append(true_type_of(SQLITE)[1]))
+        thread.start()
+        thread.join()
+    assert len(results) == 30 and "sqlite" in results[0]
+    assert len(created) == 1
+
+
+def test_libmagic_pool_never_shares_an_instance_between_threads(monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from imss_milter.mime import truetype
+    created, _sizes = counting_magic(monkeypatch)
+    in_use, overlaps, guard = set(), [], threading.Lock()
+    magic_class = truetype._magic_module.Magic
+    original = magic_class.from_buffer
+
+    def watched(self, buf):
+        with guard:
+            if id(self) in in_use:
+                overlaps.append(id(self))
+            in_use.add(id(self))
+        try:
+            return original(self, buf)
+        finally:
+            with guard:
+                in_use.discard(id(self))
+    monkeypatch.setattr(magic_class, "from_buffer", watched)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _i: true_type_of(SQLITE)[1], range(400)))
+    assert len(set(results)) == 1 and "sqlite" in results[0]
+    assert not overlaps
+    assert 1 <= len(created) <= 8
+
+
+def test_libmagic_sees_a_bounded_prefix_of_big_files(monkeypatch):
+    import os
+    import time
+    from imss_milter.mime import truetype
+    _created, sizes = counting_magic(monkeypatch)
+    big = SQLITE + os.urandom(10 * 1024 * 1024)
+    started = time.perf_counter()
+    category, mime = true_type_of(big)
+    assert "sqlite" in mime
+    assert time.perf_counter() - started < 0.5
+    assert sizes and max(sizes) <= truetype.LIBMAGIC_PREFIX
+    # OLE2 files are the exception: libmagic follows their sectors anywhere.
+    sizes.clear()
+    true_type_of(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * (truetype.LIBMAGIC_PREFIX + 10))
+    assert sizes and sizes[-1] > truetype.LIBMAGIC_PREFIX
