@@ -138,8 +138,9 @@ Identifier = ExpressionIdentifier | KeywordIdentifier | FileIdentifier | Unreada
 
 # Digits joined by single spaces/dashes, not touching other word characters:
 # a card number inside a longer number or a word is no card number.
-_CARD = r"(?<![\w])(?<!\d[ -])\d(?:[ -]?\d){12,}(?![ -]?\d)(?!\w)"
-_IBAN = r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}(?!\w)"
+_CARD = r"(?<![\w])(?<!\d[ .,-])\d(?:[ -]?\d){12,}(?![ -]?\d)(?![.,]\d)(?!\w)"
+# unspaced, or in groups of four (the printed form); partial groups would let an IBAN swallow a NINO
+_IBAN = r"(?<![\w])[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7} [A-Z0-9]{1,4})(?!\w)"
 _SSN = r"(?<![\w-])(?<!\d )(?:\d{3}-\d{2}-\d{4}|\d{3} \d{2} \d{4})(?![\w-])(?! \d)"
 _NINO = r"(?<![\w])[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D](?!\w)"
 _EMAIL = r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?![\w-])"
