@@ -1,5 +1,8 @@
 """List and read archive members (zip, tar, gzip, bzip2, xz) within limits.
 
+Damage in an archive (failures.INPUT_ERRORS) yields what could be read and
+a note; any other exception is an internal failure and propagates.
+
 Every read is bounded: by the bytes left in the message's expansion budget
 and by the member's compression ratio, so a zip bomb costs at most the
 limit, never its full size. Members come back with every name they go by
@@ -17,6 +20,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
+from .failures import INPUT_ERRORS
 from .model import Limits
 
 _CHUNK = 64 * 1024
@@ -97,7 +101,7 @@ def expand(payload: bytes, archive_name: str, budget: Budget) -> Expansion | Non
             _expand_tar(payload, budget, result)
         else:
             _expand_compressed(kind, payload, archive_name, budget, result)
-    except Exception as error:     # a damaged archive yields what was read so far
+    except INPUT_ERRORS as error:     # a damaged archive yields what was read so far
         result.malformed_notes.append(f"{archive_name}: damaged {kind} archive ({type(error).__name__})")
     return result
 
@@ -240,7 +244,7 @@ def _expand_zip(payload: bytes, budget: Budget, result: Expansion):
     try:
         archive = zipfile.ZipFile(io.BytesIO(payload))
         infos = archive.infolist()
-    except Exception as error:
+    except INPUT_ERRORS as error:
         result.malformed_notes.append(f"zip central directory unreadable ({type(error).__name__}); "
                                       "members read from local headers")
         _expand_zip_local_headers(payload, budget, result)
@@ -292,7 +296,7 @@ def _read_zip_member(archive, info, local, payload: bytes, budget: Budget, resul
             # Keep data even when the CRC is wrong: extractors still write it.
             stream._expected_crc = None
             return _bounded_read(stream, info.compress_size, budget, result, label)
-    except Exception as error:
+    except INPUT_ERRORS as error:
         if local is None:
             result.malformed_notes.append(f"{label}: unreadable ({type(error).__name__})")
             return b""

@@ -8,6 +8,9 @@ clients do.
 from __future__ import annotations
 
 import codecs
+import encodings
+import encodings.aliases
+import importlib.util
 from functools import lru_cache
 
 # Names seen in real mail that Python's codec registry does not know.
@@ -28,6 +31,11 @@ _ALIASES = {
     "ansi_x3.4-1968": "ascii",
 }
 
+# Codecs Python knows of but that exist only on Windows: on this platform a
+# mail declaring them has an unknown charset, not a broken Python.
+_WINDOWS_ONLY = {"mbcs", "oem"}
+_CODEC_MODULES = frozenset(encodings.aliases.aliases.values())
+
 # Declared ASCII is so often wrong that we treat it as "probably UTF-8".
 _ASCII_NAMES = {"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "646", "us"}
 
@@ -45,13 +53,39 @@ def normalise_charset(charset: str | None) -> str | None:
         return "ascii"
     name = _ALIASES.get(name, name)
     try:
-        return codecs.lookup(name).name
-    except (LookupError, ValueError):
+        info = codecs.lookup(name)
+    except LookupError:
+        if _python_ships_codec(name):
+            raise       # the codec is installed but cannot load: an environment failure
         return None
+    except ValueError:
+        return None
+    # Charsets such as "base64" or "rot13" name codecs that do not turn bytes
+    # into text; decoding with them raises LookupError.
+    if not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name
+
+
+def _python_ships_codec(name: str) -> bool:
+    """True when Python's encodings package has a module for this charset, so
+    a failed lookup means it could not be imported (files unreadable after a
+    privilege drop, a broken install), not that the mail named junk."""
+    module = encodings.normalize_encoding(name).lower()
+    module = encodings.aliases.aliases.get(module, module)
+    # Only real codec modules: "aliases" or "__init__" are modules of the
+    # package too, and a mail naming them must not look like a broken install.
+    if module in _WINDOWS_ONLY or module not in _CODEC_MODULES:
+        return False
+    try:
+        return importlib.util.find_spec("encodings." + module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def decode_bytes(data: bytes, charset: str | None = None) -> str:
-    """Decode text bytes leniently; never raises.
+    """Decode text bytes leniently; never raises for any input (only when
+    Python cannot load a codec it ships, an environment failure).
 
     Known charsets decode with replacement characters. Unknown, missing or
     ASCII charsets try strict UTF-8 first, then Windows-1252/Latin-1, which
@@ -61,14 +95,12 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     if codec and codec != "ascii":
         try:
             return data.decode(codec)
-        except UnicodeDecodeError:
-            pass
-        except Exception:       # some codecs (utf-7) raise odd errors on junk
+        except (UnicodeError, ValueError):      # junk for this charset
             pass
         if codec not in ("utf-8",):
             try:
                 return data.decode(codec, errors="replace")
-            except Exception:
+            except (UnicodeError, ValueError):
                 pass
     try:
         return data.decode("utf-8")

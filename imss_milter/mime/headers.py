@@ -182,7 +182,7 @@ def decode_rfc2047(raw: bytes | str) -> str:
         text = match.group(3)
         try:
             data = _decode_b(text) if match.group(2) in (b"b", b"B") else _decode_q(text)
-        except Exception:
+        except ValueError:      # undecodable word: keep its text
             data = text
         if pending and charset.lower() != pending_charset.lower():
             flush()

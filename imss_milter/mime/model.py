@@ -19,6 +19,9 @@ TRUE_TYPE_CATEGORIES = (
 # Message-level flags that conditions can test (SPEC §4 "scanning exceptions").
 FLAG_MALFORMED = "malformed"
 FLAG_ENCRYPTED = "encrypted"
+# A scanning limit was exceeded (archive or MIME: nesting depth, part count,
+# expansion size, ratio, entries...): part of the message was not scanned.
+# The name predates MIME limits and is kept because rules test it.
 FLAG_ARCHIVE_LIMIT = "archive.limit_exceeded"
 
 
@@ -93,6 +96,10 @@ class MessageModel:
     body_text: str = ""             # decoded, HTML-stripped, whitespace-normalised text of body parts
     flags: set[str] = field(default_factory=set)      # FLAG_* values
     notes: list[str] = field(default_factory=list)    # why a flag was set, for findings/logs
+    # Internal failures (a scanner bug, a codec or library that cannot load,
+    # memory): "where: Type: message". Not caused by the input, so the scan is
+    # incomplete and untrustworthy: the caller answers tempfail, never delivers.
+    errors: list[str] = field(default_factory=list)
 
     @property
     def attachments(self) -> list[Part]:

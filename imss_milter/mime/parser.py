@@ -5,20 +5,26 @@ gap between what a gateway parses and what a client shows, so wherever the
 structure is ambiguous (duplicate boundaries, duplicate headers, header
 blocks that may end early, CTE values that disagree) every reading is
 scanned, the parts found are merged, and the message is marked malformed.
+
+Corrupt input never raises out of here; a limit that cuts scanning sets
+archive.limit_exceeded; an internal failure (not caused by the input) lands
+in MessageModel.errors so the caller does not deliver an unscanned message.
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 
 from . import archives
 from .charsets import decode_bytes
+from .failures import describe, is_input_error
 from .headers import (HeaderBlock, ParsedHeader, decode_rfc2047, name_candidates,
                       parse_structured, read_header_blocks, rfc2231_values, clean_name)
 from .model import (FLAG_ARCHIVE_LIMIT, FLAG_ENCRYPTED, FLAG_MALFORMED, Limits,
                     MessageModel, Part)
-from .text import html_to_text, normalise_whitespace
-from .transfer import decode_transfer, find_uuencoded, normalise_cte
+from .text import html_to_lines, html_to_text, normalise_whitespace
+from .transfer import MAX_UU_FILES, decode_transfer, find_uuencoded, normalise_cte
 from .truetype import looks_like_email, ole2_encrypted, pdf_encrypted, true_type_of
 
 _TEXT_BODY_TYPES = ("text/plain", "text/html")
@@ -50,13 +56,40 @@ class _Context:
     def malformed(self, note: str):
         self.flag(FLAG_MALFORMED, note)
 
+    def mime_limit(self, note: str):
+        """A MIME limit cut scanning: what lies beyond is unscanned, so the
+        limit flag (which shipped rules quarantine) is set, not only malformed."""
+        self.flag(FLAG_MALFORMED, note)
+        self.flag(FLAG_ARCHIVE_LIMIT, note)
+
+    def failure(self, where: str, error: BaseException):
+        """An exception while scanning `where`: corrupt input marks the message
+        malformed; anything else is an internal failure for the caller."""
+        if is_input_error(error):
+            self.malformed("parser error: " + describe(where, error))
+        elif len(self.model.errors) < 100:
+            self.model.errors.append(describe(where, error))
+
+    @contextmanager
+    def guarded(self, where: str):
+        """Scan one part: a failure there costs that part, not the message."""
+        try:
+            yield
+        except RecursionError:
+            raise       # unwind to parse_message, which reports the nesting
+        except Exception as error:
+            self.failure(where, error)
+
     def room_for_part(self, in_archive: bool) -> bool:
         if len(self.model.parts) < self.limits.max_parts:
             return True
         if not self.part_limit_noted:
             self.part_limit_noted = True
             note = f"more than {self.limits.max_parts} parts; the rest not scanned"
-            self.flag(FLAG_ARCHIVE_LIMIT if in_archive else FLAG_MALFORMED, note)
+            if in_archive:
+                self.flag(FLAG_ARCHIVE_LIMIT, note)
+            else:
+                self.mime_limit(note)
         return False
 
     @staticmethod
@@ -92,20 +125,28 @@ class _Context:
 
 
 def parse_message(raw: bytes, limits: Limits = Limits()) -> MessageModel:
-    """Parse raw message bytes into a MessageModel. Never raises."""
+    """Parse raw message bytes into a MessageModel. Never raises.
+
+    Corrupt input gives flags and notes; internal failures (bugs, codecs
+    or libmagic that cannot load, memory) give model.errors, after which the
+    model is incomplete and must not be trusted to deliver the message.
+    """
+    conversion_error = None
     if not isinstance(raw, bytes):
         try:
             raw = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
-        except Exception:
-            raw = b""
+        except Exception as error:      # a caller passed something that is not a message
+            conversion_error, raw = error, b""
     model = MessageModel(raw_size=len(raw))
     ctx = _Context(model, limits)
+    if conversion_error is not None:
+        model.errors.append(describe("message bytes", conversion_error))
     try:
         _parse_top(raw, ctx)
     except RecursionError:
-        ctx.malformed("structure too deeply nested to parse")
-    except Exception as error:      # a parser bug must not lose the message
-        ctx.malformed(f"parser error: {type(error).__name__}: {error}")
+        ctx.mime_limit("structure too deeply nested to parse")
+    except Exception as error:      # neither kind of failure may lose the message
+        ctx.failure("message", error)
     model.body_text = " ".join(ctx.text_chunks)[:limits.max_text_chars]
     return model
 
@@ -143,7 +184,8 @@ def _entity(data: bytes, block: HeaderBlock, ctx: _Context, depth: int, prefix: 
             origin: str, default_type: str = "text/plain"):
     """Scan one MIME entity (headers already read) and everything inside it."""
     if depth > ctx.limits.max_mime_depth:
-        ctx.malformed(f"MIME nesting deeper than {ctx.limits.max_mime_depth}; inner parts not scanned")
+        ctx.mime_limit(f"MIME nesting deeper than {ctx.limits.max_mime_depth} (max_mime_depth); "
+                       "inner parts not scanned")
         return
     content_types = [parse_structured(v) for v in block.values("content-type")]
     dispositions = [parse_structured(v) for v in block.values("content-disposition")]
@@ -162,12 +204,34 @@ def _entity(data: bytes, block: HeaderBlock, ctx: _Context, depth: int, prefix: 
     if any(t.startswith("multipart/") for t in declared):
         if any(t in _ENCRYPTED_TYPES for t in declared):
             ctx.flag(FLAG_ENCRYPTED, "encrypted message part (" + declared[0] + ")")
-        if _multipart(body, content_types, declared, ctx, depth, prefix, origin):
+        if _encoded_multipart(body, block, content_types, declared, ctx, depth, prefix, origin):
             return
     _leaf(body, block, ctx, depth, prefix, origin, declared, content_types, dispositions)
 
 
 # --- multipart -----------------------------------------------------------------
+
+def _encoded_multipart(body: bytes, block: HeaderBlock, content_types, declared, ctx: _Context,
+                       depth: int, prefix, origin) -> bool:
+    """A multipart, also read through its Content-Transfer-Encoding when it
+    has one: RFC 2045 forbids encoding a multipart, but some clients decode
+    it anyway and others do not, so both readings are scanned."""
+    found = _multipart(body, content_types, declared, ctx, depth, prefix, origin)
+    encodings = [cte for cte in _distinct(normalise_cte(v) for v in block.values("content-transfer-encoding"))
+                 if cte != "identity"]
+    if not encodings:
+        return found
+    ctx.malformed(f"Content-Transfer-Encoding {', '.join(encodings)} on a multipart: "
+                  "scanned as it is and decoded")
+    for cte in encodings:
+        decoded, _notes = decode_transfer(body, cte)
+        ctx.alternate += 1
+        try:
+            found = _multipart(decoded, content_types, declared, ctx, depth, prefix, origin) or found
+        finally:
+            ctx.alternate -= 1
+    return found
+
 
 def _boundaries(content_types: list[ParsedHeader]) -> list[bytes]:
     values = []
@@ -244,6 +308,9 @@ def _multipart(body: bytes, content_types, declared, ctx: _Context, depth: int, 
         if re.search(rb"[^0-9A-Za-z'()+_,./:=? -]", boundary) or len(boundary) > 70:
             ctx.malformed("boundary with characters RFC 2046 does not allow")
         loose = _delimiter_lines(body, boundary, ctx.limits.max_parts)
+        if len(loose) > ctx.limits.max_parts:
+            ctx.mime_limit(f"more than {ctx.limits.max_parts} boundary lines (max_parts); "
+                           "the rest not scanned")
         strict = [d for d in loose if d[3]]
         parts, after_close, closed, found = _split(body, strict)
         if found:
@@ -358,8 +425,14 @@ def _leaf_reading(part: Part, ctx: _Context, text_body: bool):
 
 
 def _text_body(part: Part, ctx: _Context):
+    with ctx.guarded("text of " + "/".join(part.path)):
+        _text_body_unguarded(part, ctx)
+
+
+def _text_body_unguarded(part: Part, ctx: _Context):
     payload = part.payload
-    uu_files = find_uuencoded(payload) if part.declared_type == "text/plain" else []
+    html = part.declared_type == "text/html"
+    uu_files = _uuencoded(payload, ctx)
     if uu_files:
         # The encoded lines are file data, not text a person reads.
         pieces, pos = [], 0
@@ -371,7 +444,13 @@ def _text_body(part: Part, ctx: _Context):
     if _PGP_ARMOR in payload:
         ctx.flag(FLAG_ENCRYPTED, "PGP-encrypted text")
     text = decode_bytes(payload, part.charset)
-    ctx.add_text(html_to_text(text) if part.declared_type == "text/html" else normalise_whitespace(text))
+    ctx.add_text(html_to_text(text) if html else normalise_whitespace(text))
+    if html and (b"begin" in part.payload or b"&#" in part.payload):
+        # In HTML the lines a client shows may differ from the source lines
+        # (<br>, <p>, entities for the & < > that uuencode uses): look there too.
+        shown = html_to_lines(decode_bytes(part.payload, part.charset)).encode("utf-8", "surrogateescape")
+        known = {(uu.name, uu.payload) for uu in uu_files}
+        uu_files += [uu for uu in _uuencoded(shown, ctx) if (uu.name, uu.payload) not in known]
     for uu in uu_files:
         name = clean_name(uu.name) or "uuencoded"
         uu_part = Part(path=part.path[:-1] + [name], payload=uu.payload, names=[name],
@@ -379,8 +458,21 @@ def _text_body(part: Part, ctx: _Context):
         _add_file(uu_part, ctx, archive_depth=0)
 
 
+def _uuencoded(data: bytes, ctx: _Context):
+    files = find_uuencoded(data)
+    if len(files) > MAX_UU_FILES:
+        ctx.mime_limit(f"more than {MAX_UU_FILES} uuencoded files in a text part; the rest not scanned")
+        files = files[:MAX_UU_FILES]
+    return files
+
+
 def _add_file(part: Part, ctx: _Context, archive_depth: int):
     """Record a file-like part, then look inside it (archive members, nested mail)."""
+    with ctx.guarded("part " + "/".join(part.path)):
+        _add_file_unguarded(part, ctx, archive_depth)
+
+
+def _add_file_unguarded(part: Part, ctx: _Context, archive_depth: int):
     if ctx.already_found(part) or not ctx.room_for_part(part.origin == "archive"):
         return
     if not part.encrypted:
@@ -422,7 +514,8 @@ def _nested_message(part: Part, ctx: _Context):
     """Scan an attached message; its parts get the attachment's path as prefix."""
     depth = part.depth + 1
     if depth > ctx.limits.max_mime_depth:
-        ctx.malformed(f"messages nested deeper than {ctx.limits.max_mime_depth}; not scanned")
+        ctx.mime_limit(f"messages nested deeper than {ctx.limits.max_mime_depth} (max_mime_depth); "
+                       "not scanned")
         return
     strict, lenient = read_header_blocks(part.payload)
     if lenient is not None:

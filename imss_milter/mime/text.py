@@ -44,6 +44,18 @@ def html_to_text(markup: str) -> str:
     return normalise_whitespace(text)
 
 
+def html_to_lines(markup: str) -> str:
+    """Visible text of HTML line by line as a client shows it (block tags
+    break lines, entities decoded, each line trimmed): where inline
+    uuencoded files are looked for in HTML bodies."""
+    text = _COMMENTS.sub("", markup)
+    text = _DROP_BLOCKS.sub("", text)
+    text = _BLOCK_TAGS.sub("\n", text)
+    text = _TAGS.sub("", text)
+    text = html.unescape(text)
+    return "\n".join(line.strip() for line in text.splitlines())
+
+
 def normalise_whitespace(text: str) -> str:
     """Runs of whitespace (incl. no-break space) become one space; trimmed."""
     text = text.translate(_INVISIBLE).replace("\xa0", " ")

@@ -104,7 +104,7 @@ class UuFile:
 
 _UU_BEGIN = re.compile(rb"^begin(-base64)?[ \t]+([0-7]{3,4})[ \t]+([^\r\n]+?)[ \t]*\r?$", re.MULTILINE)
 _UU_END = re.compile(rb"^(?:end|====)[ \t]*\r?$", re.MULTILINE)
-_MAX_UU_FILES = 100
+MAX_UU_FILES = 100      # per text part; find_uuencoded returns one more when there are more
 
 
 def _decode_uu_line(line: bytes) -> bytes:
@@ -127,12 +127,15 @@ def _decode_uu_line(line: bytes) -> bytes:
 
 
 def find_uuencoded(text: bytes) -> list[UuFile]:
-    """Find "begin 644 name" ... "end" blocks (and begin-base64 ... ====)."""
+    """Find "begin 644 name" ... "end" blocks (and begin-base64 ... ====).
+
+    At most MAX_UU_FILES + 1: a result longer than MAX_UU_FILES tells the
+    caller that the limit cut the search."""
     if b"begin" not in text:
         return []
     files: list[UuFile] = []
     for begin in _UU_BEGIN.finditer(text):
-        if len(files) >= _MAX_UU_FILES:
+        if len(files) > MAX_UU_FILES:
             break
         if files and begin.start() < files[-1].end:
             continue

@@ -65,6 +65,8 @@ def check_model(model, raw):
     assert isinstance(model.body_text, str)
     # parse_message catches its own bugs as a last resort; none may be hit.
     assert not [n for n in model.notes if n.startswith(("parser error", "structure too deeply"))], model.notes
+    # Corrupt input is never mistaken for an internal failure (which tempfails).
+    assert not model.errors, model.errors
 
 
 def test_mutated_and_truncated_messages_never_raise():
