@@ -324,6 +324,7 @@ class Master:
             log.warning("worker %d did not finish in time: killing it", pid)
             os.kill(pid, signal.SIGKILL)
         self.runtime.event("system", "stop", {})
+        self.runtime.notifier.stop()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
         self.cleanup()
@@ -377,6 +378,7 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
                 if not activity.wait_idle(settings.milter.timeout):
                     log.warning("gave up waiting for %d connection(s) in flight", activity.active)
                 runtime.stop_log_writer()        # every tracking record written before we exit
+                runtime.notifier.stop()
                 sync_metrics()
                 libmilter.stop()
                 return

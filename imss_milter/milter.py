@@ -16,7 +16,7 @@ from email.header import Header
 
 import Milter
 
-from . import rewrite
+from . import notify, rewrite
 from .errors import StoreError
 from .mime.headers import decode_rfc2047
 from .policy.types import Verdict
@@ -311,7 +311,26 @@ class ImssMilter(Milter.Base):
         reply = self.apply(verdict, result)
         self.runtime.record(envelope, result, verdict.action, time.perf_counter() - started,
                             size=len(raw), quarantine_id=quarantine_id)
+        self.queue_notifications(envelope, result, verdict)
         return reply
+
+    def queue_notifications(self, envelope, result, verdict: Verdict) -> None:
+        """Hand `notify` actions to the background sender (whatever the verdict: a notice that mail was
+        held is the usual case). Mail that is itself a notification never causes one."""
+        notices = [mod for mod in verdict.modifications if mod.kind == "notify"]
+        if not notices:
+            return
+        if notify.is_notification(self.transaction.headers):
+            log.info("%sno notification about a notification", self.prefix())
+            return
+        variables = notify.message_variables(envelope, result.model.subject, verdict, verdict.action)
+        for mod in notices:
+            targets, template = mod.args
+            try:
+                self.runtime.notifier.notify(targets, template, variables, envelope)
+            except Exception as exc:   # noqa: BLE001 - a notification must never cost the message
+                log.warning("%scould not queue a notification: %s", self.prefix(), exc)
+                self.runtime.count_error("notify")
 
     def apply(self, verdict: Verdict, result):
         """Turn the verdict into the milter reply, applying modifications when delivering."""
@@ -395,8 +414,8 @@ class ImssMilter(Milter.Base):
                     self.delrcpt(f"<{recipient}>")
                 for address in mod.args:
                     self.addrcpt(f"<{address}>")
-            elif mod.kind in ("archive", "insert_stamp", "strip_attachments"):
-                pass      # stored in eom / applied to the body below
+            elif mod.kind in ("archive", "insert_stamp", "strip_attachments", "notify"):
+                pass      # stored in eom / applied to the body below / queued after the verdict
             else:
                 not_yet.add(mod.kind)
         if getattr(self, "new_body", None) is not None:

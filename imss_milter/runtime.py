@@ -18,6 +18,7 @@ from .errors import ImssError
 from .metrics import NullMetrics
 from .mime import parse_message
 from .mime.model import MessageModel
+from .notify import Notifier, parse_notifications
 from .policy import compile_rules, read_rule_sources
 from .policy.types import Envelope, Verdict
 from .sender import SenderFilter
@@ -80,6 +81,9 @@ class Runtime:
         self.generation = 0
         self.errors: dict[str, int] = {}
         self.metrics = NullMetrics()     # the daemon swaps in prometheus metrics when metrics.listen is set
+        # validated here so a bad notifications section stops start-up (and check-config) with file:line
+        self.notifier = Notifier(parse_notifications(settings.raw.get("notifications")),
+                                 on_result=lambda result: self.metrics.notification(result))
         self._log_queue: queue.Queue | None = None
         self._log_thread: threading.Thread | None = None
         # Built here so a bad sender_filtering/dns section stops start-up with file:line.
@@ -160,9 +164,14 @@ class Runtime:
         return self._store
 
     def event(self, category: str, event: str, detail=None, queue_id=None, rule=None) -> None:
-        """Record an event; a failing log store must never stop mail, so errors are only logged."""
+        """Record an event (and notify about it when configured); a failing log store must never
+        stop mail, so errors are only logged."""
         if self._store is False:      # scan / check-config: no store wanted
             return
+        try:
+            self.notifier.event(category, event, detail)
+        except Exception as exc:   # noqa: BLE001 - a notification must not break the caller
+            log.warning("could not queue a notification for %s event %s: %s", category, event, exc)
         try:
             self.store.log_event(category, event, detail, queue_id=queue_id, rule=rule)
         except Exception as exc:   # noqa: BLE001 - logging must not break the caller

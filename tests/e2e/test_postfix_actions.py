@@ -48,6 +48,10 @@ policies:
     route: {{from: any, to: any}}
     when: {{subject: {{keywords: ["act-reroute"]}}}}
     actions: [{{reroute: [review@example.com]}}]
+  - name: hold-and-tell
+    route: {{from: any, to: any}}
+    when: {{subject: {{keywords: ["act-notify"]}}}}
+    actions: [{{quarantine: {{area: default}}}}, {{notify: {{to: [admin, sender], template: default}}}}]
   - name: keep-a-copy
     route: {{from: any, to: any}}
     when: {{subject: {{keywords: ["act-archive"]}}}}
@@ -61,8 +65,16 @@ def stack():
     os.chmod(root, 0o755)
     sink = SmtpSink(root).start()
     postfix = PostfixInstance(root, relay_port=sink.port)
+    # notifications go through Postfix's milter-less reinjection port, so they reach the sink too
+    notifications = f"""\
+notifications:
+  smtp: "127.0.0.1:{postfix.reinject_port}"
+  from: postmaster@example.com
+  admins: [admin@example.com]
+  retry_interval: 1s
+"""
     daemon = MilterDaemon(root, rules={"50-actions.yaml": RULES}, shipped_rules=False,
-                          release_port=postfix.reinject_port)
+                          release_port=postfix.reinject_port, extra_config=notifications)
     try:
         daemon.start()
         postfix.milter = daemon.milter_spec
@@ -206,3 +218,39 @@ def test_archive_keeps_a_copy_and_delivers(stack):
     assert entry["area"] == "legal"
     assert not any("act-archive" in e["subject"]
                    for e in json.loads(daemon.cli("quarantine", "list", "--json", check=True).stdout))
+
+
+def notifications_about(sink, marker: str, count: int = 1, timeout: float = 20.0):
+    return [m for m in sink.wait_for(count, timeout=timeout, subject_contains=marker)
+            if m.message["X-IMSS-Notification"] == "yes"]
+
+
+def test_notify_sends_the_default_template_to_admin_and_sender(stack):
+    sink, postfix, _ = stack
+    msg = headers(EmailMessage(), "payment act-notify first")
+    msg.set_content("Pay now.\n")
+    send(postfix, msg.as_bytes())
+    [note] = notifications_about(sink, "act-notify first")
+    assert note.sender == "", "notifications use the null sender, so they never bounce"
+    assert sorted(note.recipients) == ["admin@example.com", "alice@example.org"]
+    got = note.message
+    assert got["Auto-Submitted"] == "auto-generated"
+    assert str(got["Subject"]) == "[imss-milter] quarantine: payment act-notify first"
+    body = got.get_content()
+    assert "hold-and-tell" in body and "alice@example.org" in body and "bob@example.com" in body
+    assert "NOQUEUE" not in body, "the Postfix queue id is in the notification"
+
+
+def test_no_notification_about_a_notification_nor_to_the_null_sender(stack):
+    sink, postfix, _ = stack
+    looped = headers(EmailMessage(), "loop act-notify second")
+    looped["X-IMSS-Notification"] = "yes"
+    looped.set_content("I am a notification.\n")
+    send(postfix, looped.as_bytes())
+    bounce = headers(EmailMessage(), "bounce act-notify third")
+    bounce.set_content("Delivery report.\n")
+    with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=60) as client:
+        client.sendmail("", ["bob@example.com"], bounce.as_bytes())
+    [note] = notifications_about(sink, "act-notify third")
+    assert note.recipients == ["admin@example.com"], "never to the null sender"
+    assert notifications_about(sink, "act-notify second", timeout=3) == []
