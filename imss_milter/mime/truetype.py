@@ -164,6 +164,8 @@ def _check_ole2(payload: bytes) -> tuple[str, str, bool] | None:
         return "office-macro", "application/msword", encrypted
     if any(s in payload for s in _OLE_DOCUMENT_STREAMS):
         return "document", "application/msword", encrypted
+    if _OLE_MSI_HINT in payload:
+        return "executable", "application/x-msi", encrypted     # a Windows Installer package
     if _OLE_MSG_STREAM in payload:
         return "email", "application/vnd.ms-outlook", encrypted
     if encrypted:
@@ -495,6 +497,8 @@ def _true_type(payload: bytes, extension: str, guess_scripts: bool = True) -> tu
         return category, mime
     if category == "archive" and magic_category in ("document", "office-macro", "executable"):
         return magic_category, mime     # libmagic knows more zip flavours (jar, apk, epub)
+    if category == "document" and magic_category == "executable":
+        return magic_category, mime     # OLE2 containers that install code (MSI)
     return category, own_mime
 
 

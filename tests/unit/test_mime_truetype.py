@@ -300,3 +300,11 @@ def test_libmagic_sees_a_bounded_prefix_of_big_files(monkeypatch):
     sizes.clear()
     true_type_of(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * (truetype.LIBMAGIC_PREFIX + 10))
     assert sizes and sizes[-1] > truetype.LIBMAGIC_PREFIX
+
+
+def test_windows_installer_is_executable_not_a_document():
+    # MSI is an OLE2 container like .doc; its tables' stream names start
+    # with U+4840 in the compressed name encoding.
+    msi = ole2_file("\u4840\u3f3f\u4577\u446c\u3b6a\u45e4\u4824", "\u0005SummaryInformation")
+    assert true_type_of(msi, "setup.doc") == ("executable", "application/x-msi")
+    assert true_type_of(ole2_file("WordDocument"))[0] == "document"
