@@ -91,7 +91,7 @@ def extract_document(part, budget: Budget = Budget(), deadline: float | None = N
             return Extraction(_cut(rtf_to_text(payload.decode("latin-1"), budget.max_chars), budget), "rtf")
         if kind == "ole":
             return _ole(payload, budget)
-        return _package(payload, budget, deadline)
+        return _package(payload, budget, deadline, claimed)
     except _OverBudget as exc:
         return Extraction("", kind, str(exc))
     except Exception as exc:   # noqa: BLE001 - a broken document is a finding, never a crash
@@ -172,9 +172,12 @@ class _PackageReader:
         return sorted((n for n in self.names if compiled.fullmatch(n)), key=_natural)
 
 
-def _package(payload: bytes, budget: Budget, deadline: float) -> Extraction:
+def _package(payload: bytes, budget: Budget, deadline: float, claimed: str | None) -> Extraction | None:
     reader = _PackageReader(payload, budget, deadline)
     names = set(reader.names)
+    if not names & {"[Content_Types].xml", "mimetype", "content.xml"}:
+        # a plain zip (perhaps holding documents, stored): its members are parts of their own
+        return Extraction("", claimed, "corrupt: not an office package") if claimed else None
     if "word/document.xml" in names:
         kind, texts = "docx", [_xml_text(reader.read(n), _WORD_BREAKS, _WORD_TABS) for n in reader.matching(
             r"word/(document|header\d*|footer\d*|footnotes|endnotes|comments)\.xml")]
