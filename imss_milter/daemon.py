@@ -39,12 +39,13 @@ from .errors import ConfigError, ImssError
 from .milter import ImssMilter, activity
 from .policy import rules_dir_warnings
 from .runtime import Runtime
-from .store.retention import apply_retention
+from .store.retention import apply_log_retention, apply_retention
 
 log = logging.getLogger("imss_milter")
 
 MILTER_NAME = "imss-milter"
 RETENTION_INTERVAL = 3600.0
+VACUUM_INTERVAL = 86400.0
 WORKER_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
 
 
@@ -129,6 +130,8 @@ class Master:
         self.want = settings.milter.workers or os.cpu_count() or 1
         self.next_sweep = time.monotonic() + 60     # first retention sweep a minute after start
         self.metrics_server = None
+        self.log_rows_removed = 0                    # since the last VACUUM
+        self.next_vacuum = time.monotonic()
         self.rules_version = ""
 
     # -- start-up ------------------------------------------------------------
@@ -290,6 +293,24 @@ class Master:
             return
         if any(removed.values()):
             log.info("retention: expired %(quarantine)d quarantined and %(archive)d archived message(s)", removed)
+        self.sweep_logs()
+
+    def sweep_logs(self) -> None:
+        """Log retention every sweep; VACUUM at most daily, and only after rows went."""
+        store = self.runtime.store
+        try:
+            logs = apply_log_retention(store, self.settings)
+            self.log_rows_removed += sum(logs.values())
+            if any(logs.values()):
+                log.info("retention: removed %(message_log)d tracking record(s) and %(event_log)d event(s) "
+                         "older than %(days)d days", {**logs, "days": self.settings.log_retention_days})
+            if self.log_rows_removed and time.monotonic() >= self.next_vacuum:
+                store.vacuum()
+                log.info("database vacuumed after removing %d log row(s)", self.log_rows_removed)
+                self.log_rows_removed = 0
+                self.next_vacuum = time.monotonic() + VACUUM_INTERVAL
+        except Exception as exc:   # noqa: BLE001 - housekeeping must not stop the daemon
+            log.warning("log retention failed: %s", exc)
 
     def supervise(self) -> int:
         while not self.stopping:

@@ -179,6 +179,7 @@ class LogSettings:
 
 DEFAULT_QUARANTINE_RETENTION = 30
 DEFAULT_ARCHIVE_RETENTION = 365
+DEFAULT_LOG_RETENTION = 90
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ class Settings:
     archive_areas: Mapping[str, AreaSettings] = field(default_factory=lambda: MappingProxyType({}))
     release_smtp: tuple[str, int] = ("127.0.0.1", 10026)
     logging: LogSettings = field(default_factory=LogSettings)
+    log_retention_days: int = DEFAULT_LOG_RETENTION    # tracking records and events (`logs.retention_days`)
     limits: Limits = field(default_factory=Limits)
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -209,7 +211,7 @@ class Settings:
 # ---------------------------------------------------------------- loading
 
 _TOP_KEYS = ("milter", "internal_domains", "rules_dir", "patterns_dir", "state_dir", "metrics",
-             "quarantine", "archive", "release", "logging", "limits") + RAW_SECTIONS
+             "quarantine", "archive", "release", "logging", "logs", "limits") + RAW_SECTIONS
 _SOCKET_RE = re.compile(r"^(?:(?:unix|local):/\S+|inet6?:\d{1,5}(?:@\S+)?)$")
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
                         r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
@@ -260,6 +262,12 @@ def settings_from_mapping(data: LDict, source: str | None = None) -> Settings:
             values["release_smtp"] = _host_port(release["smtp"], "release.smtp", release, "smtp")
     if "logging" in data:
         values["logging"] = _logging(require_mapping(data["logging"], "logging", data, "logging"))
+    if "logs" in data:
+        logs = require_mapping(data["logs"], "logs", data, "logs")
+        check_keys(logs, ("retention_days",), "logs")
+        if "retention_days" in logs:
+            values["log_retention_days"] = require_int(logs["retention_days"], "logs.retention_days", logs,
+                                                       "retention_days", minimum=1)
     if "limits" in data:
         values["limits"] = limits_from_mapping(require_mapping(data["limits"], "limits", data, "limits"))
     raw = {}

@@ -127,6 +127,13 @@ class StoreBackend(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def expire_logs(self, retention_days: int, now=None) -> dict[str, int]:
+        """Delete log records older than retention_days; {table: rows removed}."""
+        raise NotImplementedError
+
+    def vacuum(self) -> None:
+        """Database maintenance after deletions (a no-op where the backend does its own)."""
+
     # --- shared behaviour -------------------------------------------------------
 
     def release(self, qid: str, smtp_host: str, smtp_port: int,

@@ -8,6 +8,15 @@ from __future__ import annotations
 from imss_milter.settings import DEFAULT_ARCHIVE_RETENTION, DEFAULT_QUARANTINE_RETENTION
 
 
+def apply_log_retention(store, settings, now=None, vacuum: bool = False) -> dict[str, int]:
+    """Drop tracking records and events past logs.retention_days; vacuum when asked and anything went
+    (VACUUM rewrites the whole file, so the daemon asks only once a day)."""
+    removed = store.expire_logs(getattr(settings, "log_retention_days", 90), now=now)
+    if vacuum and any(removed.values()):
+        store.vacuum()
+    return removed
+
+
 def apply_retention(store, settings, now=None) -> dict[str, int]:
     """Expire quarantine and archive per their areas' retention; the daemon may call this too."""
     def days(areas) -> dict:

@@ -442,6 +442,37 @@ class SQLiteStore(StoreBackend):
                 os.unlink(path)
         return len(removed_paths)
 
+    def expire_logs(self, retention_days: int, now=None, batch: int = 5000) -> dict[str, int]:
+        """Delete tracking records and events older than retention_days, a batch per transaction so
+        workers writing their records never wait long for the lock."""
+        cutoff = (time.time() if now is None else to_epoch(now)) - retention_days * 86400
+        removed = {}
+        for table in ("message_log", "event_log"):
+            total = 0
+            while True:
+                try:
+                    with self._connection() as conn:
+                        deleted = conn.execute(
+                            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE time < ? LIMIT ?)",
+                            (cutoff, batch)).rowcount
+                except sqlite3.Error as error:
+                    raise StoreError(f"cannot expire {table} in {self.db_path}: {error}") from error
+                total += max(deleted, 0)
+                if deleted < batch:
+                    break
+            removed[table] = total
+        return removed
+
+    def vacuum(self) -> None:
+        """Give the space of deleted rows back and fold the WAL into the database file."""
+        try:
+            with self._connection() as conn:
+                conn.execute("VACUUM")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.execute("PRAGMA optimize")
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot vacuum {self.db_path}: {error}") from error
+
     def counts(self, kind: str = "quarantine") -> dict[str, int]:
         rows = self._fetch("SELECT area, COUNT(*) AS n FROM held_message WHERE kind = ? GROUP BY area", [kind])
         return {row["area"]: row["n"] for row in rows}
