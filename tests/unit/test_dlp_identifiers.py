@@ -66,8 +66,11 @@ def test_digits_embedded_in_longer_numbers_are_not_cards(text):
     assert found("credit-card", text) == []
 
 
-def test_two_unspaced_cards_separated_by_a_space_are_two_cards():
+def test_cards_written_one_after_another_on_a_line_are_separate_cards():
     assert found("credit-card", "4111111111111111 5555555555554444") == ["4111111111111111", "5555555555554444"]
+    assert found("credit-card", "4111 1111 1111 1111 5555-5555-5555-4444") == ["4111111111111111",
+                                                                               "5555555555554444"]
+    assert found("credit-card", "4111 1111 1111 1111 2222") == []       # digits left over: a longer number
 
 
 def test_card_masking_keeps_first_and_last_four():

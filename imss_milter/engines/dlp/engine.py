@@ -95,7 +95,7 @@ def scan_message(model, config: DlpConfig, budget: Budget) -> MessageScan:
     deadline = time.monotonic() + budget.max_seconds
     max_chars = min(budget.max_chars, getattr(getattr(model, "limits", None), "max_text_chars", budget.max_chars))
     sources = [TextSource("subject", None), TextSource("body", None)]
-    texts = [model.subject or "", model.body_text or ""]
+    texts = [model.subject or "", body_text(model, max_chars)]
     unreadable = []
     file_identifiers = [i for i in config.identifiers.values() if isinstance(i, FileIdentifier)]
     unreadable_names = [i.name for i in config.identifiers.values() if isinstance(i, UnreadableIdentifier)]
@@ -124,6 +124,19 @@ def scan_message(model, config: DlpConfig, budget: Budget) -> MessageScan:
         for name, matches in source.scan.matches.items():
             found.setdefault(name, []).extend((index, match) for match in matches)
     return MessageScan(sources, found, unreadable, timed_out)
+
+
+def body_text(model, max_chars: int) -> str:
+    """The body as written, line breaks kept: model.body_text joins lines, which would glue a list of
+    card numbers into one long number. The plain-text alternative is preferred over the HTML one, so
+    the same numbers are not counted twice."""
+    from ...policy.context import part_text
+    bodies = [p for p in model.parts if p.is_text_body]
+    plain = [p for p in bodies if "html" not in (p.declared_type or "") and p.true_type != "html"]
+    chosen = plain or bodies
+    if not chosen:
+        return model.body_text or ""
+    return "\n\n".join(part_text(p, max_chars) for p in chosen)[:max_chars]
 
 
 def _part_text(part, budget: Budget, deadline: float, max_chars: int) -> tuple[str, str | None, str]:

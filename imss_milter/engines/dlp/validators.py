@@ -62,19 +62,24 @@ def card_brand(number: str) -> str | None:
 def card_numbers(candidate: str) -> list[str]:
     """The card numbers in a run of digits joined by single spaces or dashes.
 
-    A run of 13-19 digits is one candidate. A longer run is only accepted
-    as separate numbers when each of its groups is a whole number by itself
-    ("4111111111111111 5500000000000004"); grouped digits inside a longer
-    number ("1234 4111 1111 1111 1111") are part of that number, never a card.
+    A run of 13-19 digits is one candidate. A longer run is accepted only
+    when its groups split, in order, into valid card numbers with nothing
+    left over ("4111 1111 1111 1111 5555 5555 5555 4444" on one line);
+    otherwise the digits belong to some longer number and none is a card
+    ("1234 4111 1111 1111 1111").
     """
     digits = digits_of(candidate)
     if 13 <= len(digits) <= 19:
-        runs = [digits]
-    else:
-        runs = [digits_of(group) for group in re.split(r"[ -]", candidate)]
-        if not all(13 <= len(run) <= 19 for run in runs):
+        return [digits] if card_brand(digits) and luhn_ok(digits) else []
+    found, current = [], ""
+    for group in re.split(r"[ -]", candidate):
+        current += group
+        if 13 <= len(current) <= 19 and card_brand(current) and luhn_ok(current):
+            found.append(current)
+            current = ""
+        elif len(current) > 19:
             return []
-    return [run for run in runs if card_brand(run) and luhn_ok(run)]
+    return found if not current else []
 
 
 # ISO 13616 lengths of the IBAN of each country (SWIFT IBAN registry).
