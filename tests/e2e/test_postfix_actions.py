@@ -254,3 +254,25 @@ def test_no_notification_about_a_notification_nor_to_the_null_sender(stack):
     [note] = notifications_about(sink, "act-notify third")
     assert note.recipients == ["admin@example.com"], "never to the null sender"
     assert notifications_about(sink, "act-notify second", timeout=3) == []
+
+
+def test_archived_copy_expires_after_its_area_retention(stack):
+    sink, postfix, daemon = stack
+    msg = headers(EmailMessage(), "old deal act-archive expiring")
+    msg.set_content("Keep me for a while.\n")
+    send(postfix, msg.as_bytes())
+    delivered(sink, "act-archive expiring")
+    listing = json.loads(daemon.cli("quarantine", "list", "--archive", "--json", check=True).stdout)
+    [entry] = [e for e in listing if "expiring" in e["subject"]]
+    expire = daemon.cli("quarantine", "expire", check=True).stdout
+    assert "0 archived" in expire, "a fresh copy is within the default 365 days"
+    # age the copy the daemon stored past the archive default (365 days), as time would
+    import sqlite3
+    from imss_milter.store.sqlite import DB_NAME
+    with sqlite3.connect(os.path.join(daemon.state_dir, DB_NAME)) as db:
+        db.execute("UPDATE held_message SET time = time - 400 * 86400 WHERE id = ?", (entry["id"],))
+    expire = daemon.cli("quarantine", "expire", check=True).stdout
+    assert "1 archived" in expire
+    listing = json.loads(daemon.cli("quarantine", "list", "--archive", "--json", check=True).stdout)
+    assert entry["id"] not in [e["id"] for e in listing]
+    assert daemon.cli("quarantine", "show", entry["id"]).returncode != 0
