@@ -9,6 +9,7 @@ import sys
 import time
 
 from imss_milter.store import LOG_CATEGORIES, Store, to_epoch
+from imss_milter.commands.common import positive_int
 
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -35,16 +36,6 @@ def _time_argument(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _limit_argument(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("expected a number of 1 or more")
-    return value
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "logs", help="search message tracking records (or, with --events, the event log)",
@@ -60,7 +51,7 @@ def register(subparsers) -> None:
     parser.add_argument("--verdict", choices=VERDICTS, help="final verdict")
     parser.add_argument("--events", action="store_true", help="show policy/sender/quarantine/system events")
     parser.add_argument("--category", choices=LOG_CATEGORIES, help="event category (with --events)")
-    parser.add_argument("--limit", type=_limit_argument, default=100, metavar="N",
+    parser.add_argument("--limit", type=positive_int, default=100, metavar="N",
                         help="at most N records (default 100)")
     parser.add_argument("--json", action="store_true", help="print a JSON array")
     parser.set_defaults(handler=cmd_logs)

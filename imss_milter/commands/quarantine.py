@@ -9,6 +9,7 @@ import sys
 from imss_milter.errors import StoreError
 from imss_milter.store import Store
 from imss_milter.store.retention import apply_retention
+from imss_milter.commands.common import positive_int
 
 # What `quarantine list --json` promises (SPEC §5); more keys may follow them.
 LIST_KEYS = ("id", "area", "time", "sender", "recipients", "subject", "size", "rules")
@@ -22,7 +23,7 @@ def register(subparsers) -> None:
     listing = commands.add_parser("list", help="list quarantined (or archived) messages, newest first")
     listing.add_argument("--area", help="only this area")
     listing.add_argument("--archive", action="store_true", help="list the archive instead of the quarantine")
-    listing.add_argument("--limit", type=_positive_int, default=1000, metavar="N",
+    listing.add_argument("--limit", type=positive_int, default=1000, metavar="N",
                          help="at most N messages (default 1000)")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.set_defaults(handler=cmd_list)
@@ -45,16 +46,6 @@ def register(subparsers) -> None:
 
     expire = commands.add_parser("expire", help="remove messages older than their area's retention, now")
     expire.set_defaults(handler=cmd_expire)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("expected a number of 1 or more")
-    return value
 
 
 def _error(message: str) -> int:
