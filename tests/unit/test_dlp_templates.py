@@ -174,3 +174,15 @@ def test_template_may_use_identifier_from_a_later_file_and_later_files_replace()
     ruleset = compile_rules([("/r/10.yaml", first), ("/r/20.yaml", second), ("/r/30.yaml", third)])
     assert check(["t"], message("green light"), ruleset) != []
     assert check(["t"], message("blue light"), ruleset) == []
+
+
+def test_check_config_reports_a_bad_dlp_section_with_file_and_line(tmp_path, capsys):
+    from imss_milter import cli
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "50-dlp.yaml").write_text("dlp:\n  templates:\n    t: {identifier: credit-crad}\n")
+    config = tmp_path / "imss-milter.yaml"
+    config.write_text(f"rules_dir: {rules_dir}\nstate_dir: {tmp_path / 'state'}\nmilter: {{user: \"\"}}\n")
+    assert cli.main(["--config", str(config), "check-config"]) == 1
+    err = capsys.readouterr().err
+    assert "50-dlp.yaml:3" in err and "unknown identifier 'credit-crad'" in err
