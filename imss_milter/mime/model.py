@@ -62,6 +62,8 @@ class Part:
     encrypted: bool = False         # an encrypted archive or member
     charset: str | None = None
     notes: list[str] = field(default_factory=list)    # parse notes: "base64 had junk", "zip names disagree"...
+    inside_document: bool = False   # a member of a zip-based document (docx, odt...): its words are read
+                                    # through the document, but its type and name are checked like any file
 
     @property
     def size(self) -> int:

@@ -485,11 +485,15 @@ def _add_file_unguarded(part: Part, ctx: _Context, archive_depth: int):
         return
     if part.true_type == "archive":
         _expand_archive(part, ctx, archive_depth)
+    elif part.true_type in ("document", "office-macro") and part.payload[:4] == b"PK\x03\x04":
+        # A docx/xlsx/odt is a zip: what else it carries (an .exe stored next to [Content_Types].xml,
+        # an embedded object) is scanned like an archive member; only its words come from the document.
+        _expand_archive(part, ctx, archive_depth, inside_document=True)
     elif part.true_type == "email" and part.mime == "message/rfc822" and looks_like_email(part.payload):
         _nested_message(part, ctx)
 
 
-def _expand_archive(part: Part, ctx: _Context, archive_depth: int):
+def _expand_archive(part: Part, ctx: _Context, archive_depth: int, inside_document: bool = False):
     if archive_depth >= ctx.limits.archive_max_depth:
         ctx.flag(FLAG_ARCHIVE_LIMIT, f"{part.name or 'archive'}: archives nested deeper than "
                                      f"{ctx.limits.archive_max_depth}; not expanded")
@@ -504,7 +508,8 @@ def _expand_archive(part: Part, ctx: _Context, archive_depth: int):
     for member in expansion.members:
         child = Part(path=part.path + [member.names[0]], payload=member.payload,
                      names=list(member.names), is_attachment=True, origin="archive",
-                     depth=part.depth + 1, encrypted=member.encrypted, notes=list(member.notes))
+                     depth=part.depth + 1, encrypted=member.encrypted, notes=list(member.notes),
+                     inside_document=inside_document or part.inside_document)
         if member.encrypted:
             ctx.flag(FLAG_ENCRYPTED, f"{part.name}: encrypted member {member.names[0]}")
         _add_file(child, ctx, archive_depth + 1)

@@ -44,6 +44,8 @@ def part_text(part: Part, max_chars: int) -> str:
     and media are skipped because their members are parts of their own or
     they hold no words.
     """
+    if part.inside_document:
+        return ""       # the document's own extractor already read these words
     for extractor in TEXT_EXTRACTORS:
         try:
             text = extractor(part)

@@ -109,6 +109,8 @@ def scan_message(model, config: DlpConfig, budget: Budget) -> MessageScan:
         for identifier in file_identifiers:
             if identifier.matches(part):
                 found.setdefault(identifier.name, []).append((index, Match(identifier.name, 0, 0, where, where)))
+        if part.inside_document:
+            continue        # a document's members: their words were read through the document
         text, problem, kind = _part_text(part, budget, deadline, max_chars)
         texts.append(text)
         if problem:
