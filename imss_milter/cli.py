@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import ConfigError, ImssError
+from .errors import ImssError
 from .logsetup import setup_logging
 from .policy.types import Envelope
 

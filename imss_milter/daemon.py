@@ -25,8 +25,6 @@ import multiprocessing
 import os
 import pwd
 import signal
-import socket
-import sys
 import threading
 import time
 

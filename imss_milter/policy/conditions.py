@@ -712,4 +712,4 @@ def matched_paths(evidence: list[dict]) -> tuple[str, ...]:
 
 
 __all__ = ["CONDITIONS", "ENGINE_OF_CONDITION", "CompileEnv", "Condition", "NamedList", "compile_condition",
-           "extensions", "basename", "matched_paths", "fnmatch"]
+           "extensions", "basename", "matched_paths"]

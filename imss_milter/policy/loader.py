@@ -37,7 +37,7 @@ from ..settings import type_name
 from ..textmatch import PatternError, TextMatcher
 from ..yamlconf import LDict, fail, load_yaml, loads_yaml
 from .actions import compile_actions
-from .addresses import AddressGroup, compile_selector, group_from_patterns, internal_group
+from .addresses import compile_selector, group_from_patterns, internal_group
 from .conditions import CompileEnv, NamedList, compile_condition
 from .ruleset import Policy, Route, RuleSet
 

@@ -14,7 +14,6 @@ import pytest
 from imss_milter.milter import ImssMilter
 from imss_milter.runtime import Runtime
 from imss_milter.settings import load_settings
-from imss_milter.store import Store
 from tests.helpers.milterctx import run_message
 
 RULES = """\

@@ -7,7 +7,6 @@ import io
 import lzma
 import struct
 import tarfile
-import time
 import zipfile
 
 from imss_milter.mime import Limits, parse_message
@@ -112,14 +111,11 @@ def test_entry_limit():
 def test_zip_bomb_is_read_only_up_to_the_limits_and_flagged():
     bomb = zip_of({"zeros.bin": b"\x00" * (50 * 1024 * 1024)})
     assert len(bomb) < 100_000
-    started = time.perf_counter()
     model = parse_message(with_attachment("bomb.zip", bomb))
-    elapsed = time.perf_counter() - started
     member = by_path(model)[("bomb.zip", "zeros.bin")]
     assert "archive.limit_exceeded" in model.flags
     assert any("ratio" in n for n in model.notes)
     assert len(member.payload) <= len(bomb) * 100
-    assert elapsed < 2.0
 
 
 def test_expanded_size_limit_across_members():

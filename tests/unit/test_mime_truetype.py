@@ -287,14 +287,11 @@ def test_libmagic_pool_never_shares_an_instance_between_threads(monkeypatch):
 
 def test_libmagic_sees_a_bounded_prefix_of_big_files(monkeypatch):
     import os
-    import time
     from imss_milter.mime import truetype
     _created, sizes = counting_magic(monkeypatch)
     big = SQLITE + os.urandom(10 * 1024 * 1024)
-    started = time.perf_counter()
     category, mime = true_type_of(big)
     assert "sqlite" in mime
-    assert time.perf_counter() - started < 0.5
     assert sizes and max(sizes) <= truetype.LIBMAGIC_PREFIX
     # OLE2 files are the exception: libmagic follows their sectors anywhere.
     sizes.clear()

@@ -261,22 +261,13 @@ def test_pathological_expression_times_out_quickly_and_does_not_match(tmp_path):
     assert timeouts and timeouts[0]["rule"] == "p" and timeouts[0]["condition"] == "body"
 
 
-def test_keyword_list_search_cost_grows_sublinearly(tmp_path):
-    """10x more keywords must cost far less than 10x the time (one trie-shaped alternation)."""
+def test_a_long_keyword_list_matches_like_a_short_one(tmp_path):
+    """5,000 keywords compile to one matcher (its cost curve is in bench/scan_bench.py)."""
     import random
     import string
     rng = random.Random(7)
     words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 12))) for _ in range(5000)]
-    body = " ".join(rng.choice(words[:50] + ["plain", "text", "mail"] * 50) for _ in range(15000))[:100_000]
-
-    def cost(count):
-        ruleset = rules(tmp_path, f"policies:\n  - name: p\n    when: {{body: {{keywords: {words[:count]!r}}}}}\n"
-                                  "    actions: [delete]\n")
-        best = float("inf")
-        for _ in range(3):
-            started = time.perf_counter()
-            ruleset.evaluate(inbound(), message(body=body))
-            best = min(best, time.perf_counter() - started)
-        return best
-
-    assert cost(5000) < 4 * cost(500)
+    ruleset = rules(tmp_path, f"policies:\n  - name: p\n    when: {{body: {{keywords: {words!r}}}}}\n"
+                              "    actions: [delete]\n")
+    assert ruleset.evaluate(inbound(), message(body=f"plain text with {words[4321]} inside")).action == "delete"
+    assert ruleset.evaluate(inbound(), message(body="plain text only")).action == "deliver"

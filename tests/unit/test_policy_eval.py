@@ -1,6 +1,5 @@
 """Rule set evaluation: routes, boolean nesting, final, action precedence, modifications, default rules."""
 
-import time
 
 from imss_milter.mime.model import FLAG_ARCHIVE_LIMIT, FLAG_MALFORMED
 from imss_milter.policy import Modification, load_rules
@@ -240,13 +239,9 @@ def test_defaults_size_limit_encrypted_archives_limits_and_malformed():
     assert Modification("add_header", ("X-IMSS-Malformed", "yes")) in verdict.modifications
 
 
-def test_defaults_evaluate_a_100kb_message_fast():
+def test_defaults_evaluate_a_100kb_message_of_clean_parts_to_deliver():
+    # its cost is measured by bench/scan_bench.py, not asserted here
     ruleset = defaults()
     parts = [attachment(f"file{i}.pdf", payload=b"%PDF" + b"x" * 10_000, true_type="pdf") for i in range(8)]
     model = message(body="word " * 4000, parts=parts, headers=[("Received", "from x")] * 10)
-    ruleset.evaluate(inbound(), model)
-    started = time.perf_counter()
-    for _ in range(200):
-        ruleset.evaluate(inbound(), model)
-    per_message = (time.perf_counter() - started) / 200
-    assert per_message < 0.002, per_message
+    assert ruleset.evaluate(inbound(), model).action == "deliver"
