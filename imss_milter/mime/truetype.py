@@ -488,10 +488,27 @@ def _true_type(payload: bytes, extension: str, guess_scripts: bool = True) -> tu
         if text is not None and text[0] in ("text", "html", "script", "email"):
             return text     # libmagic adds nothing for text but milliseconds
         own = text
+    if own is not None and own[0] in _DECIDED_WITHOUT_LIBMAGIC:
+        return own
     mime = libmagic_mime(payload)
-    magic_category = category_of_mime(mime)
     if own is None:
-        return magic_category, mime
+        return category_of_mime(mime), mime
+    return combine_with_libmagic(own, mime)
+
+
+# Own categories whose answer libmagic cannot change (see combine_with_libmagic):
+# no special case applies to them and the only MIME type category_of_mime maps
+# to them is the one our check gives, so whatever libmagic says, the answer is
+# ours. libmagic costs a large share of a typical message's parse.
+#   pdf: only application/pdf maps to "pdf".
+_DECIDED_WITHOUT_LIBMAGIC = frozenset({"pdf"})
+
+
+def combine_with_libmagic(own: tuple[str, str], mime: str) -> tuple[str, str]:
+    """Our check's (category, mime) refined by libmagic's MIME type: libmagic's
+    name when it agrees on the category, or when it knows a more specific kind
+    of container; ours when it disagrees."""
+    magic_category = category_of_mime(mime)
     category, own_mime = own
     if magic_category == category or (category == "office-macro" and magic_category == "document"):
         return category, mime

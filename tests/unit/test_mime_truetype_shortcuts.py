@@ -1,0 +1,81 @@
+"""true_type_of skips libmagic only where libmagic could not change the answer.
+
+Each shortcut is checked two ways: structurally (whatever MIME type libmagic
+might name, combining it with our check gives our answer) and on samples
+(the shortcut gives exactly what running libmagic and combining gives).
+"""
+
+import random
+
+import pytest
+
+from imss_milter.mime import true_type_of
+from imss_milter.mime import truetype
+
+
+def _answer_with_libmagic(payload: bytes) -> tuple[str, str]:
+    """What true_type_of gave before the shortcut: our check refined by libmagic."""
+    own = truetype._own_check(payload, "")
+    assert own is not None
+    return truetype.combine_with_libmagic(own, truetype.canonical_mime(truetype.libmagic_mime(payload)))
+
+
+def _every_mime_libmagic_might_name() -> list[str]:
+    known = list(truetype._MIME_CATEGORY_EXACT)
+    known += [mime for _prefix, _offset, _category, mime in truetype._SIGNATURES]
+    known += ["image/x-unknown", "audio/x-unknown", "video/x-unknown", "message/x-unknown",
+              "application/vnd.ms-excel.sheet.macroenabled.12", "application/x-unknown",
+              "text/x-unknown", "application/octet-stream", "inode/x-empty"]
+    return known
+
+
+@pytest.mark.parametrize("category", sorted(truetype._DECIDED_WITHOUT_LIBMAGIC))
+def test_no_libmagic_answer_changes_a_decided_category(category):
+    owns = {(c, m) for _p, _o, c, m in truetype._SIGNATURES if c == category}
+    owns.add(("pdf", "application/pdf"))
+    owns = {own for own in owns if own[0] == category}
+    assert owns
+    for own in owns:
+        for mime in _every_mime_libmagic_might_name():
+            assert truetype.combine_with_libmagic(own, mime) == own, (own, mime)
+
+
+def _pdf_samples() -> list[bytes]:
+    rng = random.Random(11)
+    body = b"1 0 obj << /Length 10 >> stream\n0123456789\nendstream endobj\n"
+    samples = [
+        b"%PDF-1.7\n" + body + b"trailer\n<<>>\n%%EOF\n",
+        b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + body * 50,
+        b"%PDF-2.0",
+        b"%PDF-",
+        b"\x00junk\n%PDF-1.4\n%%EOF\n",
+        b"x" * 1000 + b"%PDF-1.3\n",
+        b"%PDF-1.5\n/Encrypt 5 0 R\n" + body,
+        b"GIF89a%PDF-1.4" + body,           # our GIF check claims it: no shortcut
+        b"<html>%PDF-1.4</html>",
+        b"#!/bin/sh\n%PDF-1.4\n",
+    ]
+    tar_like = bytearray(b"%PDF-1.4\n" + b" " * 600)
+    tar_like[257:262] = b"ustar"            # a PDF/tar polyglot
+    samples.append(bytes(tar_like))
+    iso_like = bytearray(b"%PDF-1.4\n" + b"\x00" * 0x9000)
+    iso_like[0x8001:0x8006] = b"CD001"
+    samples.append(bytes(iso_like))
+    for _ in range(40):
+        junk = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 900)))
+        samples.append(junk + b"%PDF-1." + bytes([rng.randrange(48, 58)]) + b"\n"
+                       + bytes(rng.randrange(256) for _ in range(rng.randrange(0, 3000))))
+    samples.append(b"%PDF-1.4\n" + b"PK\x03\x04" + body)
+    return samples
+
+
+@pytest.mark.skipif(truetype._magic_module is None, reason="libmagic not installed")
+def test_pdf_shortcut_gives_what_libmagic_would():
+    checked = 0
+    for sample in _pdf_samples():
+        own = truetype._own_check(sample, "")
+        if own is None or own[0] != "pdf":
+            continue        # another own check claims it: the shortcut does not apply
+        assert true_type_of(sample) == _answer_with_libmagic(sample) == ("pdf", "application/pdf")
+        checked += 1
+    assert checked >= 40
