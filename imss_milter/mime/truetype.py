@@ -236,10 +236,15 @@ _SCRIPT_EXTENSIONS = {
 }
 
 # Indicators of script code, by language: (keyword, pattern) pairs. A pattern
-# runs only when its keyword occurs in the lower-cased sample, which keeps
+# runs only when its keyword (or one of a tuple of keywords, each a literal
+# part of every match) occurs in the lower-cased sample, which keeps
 # ordinary text cheap. One strong hit, or three weak ones, make a script,
 # so prose mentioning "eval(" stays text.
 _I = re.IGNORECASE
+
+
+def _keys(key: str | tuple[str, ...]) -> tuple[str, ...]:
+    return key if isinstance(key, tuple) else (key,)
 
 
 def _lowered(pattern: re.Pattern) -> re.Pattern:
@@ -296,11 +301,12 @@ _SCRIPT_HINTS: dict[str, tuple[str, tuple, tuple]] = {
         ("goto ", re.compile(r"^\s*(?:goto|call)\s+:?\w", _I | re.M)),
         ("start ", re.compile(r"^\s*start\s+\S", _I | re.M)),
         ("set ", re.compile(r"^\s*set\s+\w+=", _I | re.M)),
-        ("", re.compile(r"\b(?:bitsadmin|certutil|mshta|rundll32|regsvr32)\b", _I)),
+        (("bitsadmin", "certutil", "mshta", "rundll32", "regsvr32"),
+         re.compile(r"\b(?:bitsadmin|certutil|mshta|rundll32|regsvr32)\b", _I)),
     )),
 }
-_SCRIPT_HINTS = {language: (mime, tuple((k, _lowered(p)) for k, p in strong),
-                            tuple((k, _lowered(p)) for k, p in weak))
+_SCRIPT_HINTS = {language: (mime, tuple((_keys(k), _lowered(p)) for k, p in strong),
+                            tuple((_keys(k), _lowered(p)) for k, p in weak))
                  for language, (mime, strong, weak) in _SCRIPT_HINTS.items()}
 
 _HTML_START = re.compile(rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S)
@@ -375,13 +381,20 @@ def _check_text(payload: bytes, extension: str, guess_scripts: bool = True) -> t
     return "text", "text/plain"
 
 
+def _any_in(keys: tuple[str, ...], lower: str) -> bool:
+    for key in keys:
+        if key in lower:
+            return True
+    return False
+
+
 def _script_language(sample: bytes) -> str | None:
     text = sample.decode("latin-1")
     lower = text.lower()
     for _language, (mime, strong, weak) in _SCRIPT_HINTS.items():
-        if any(key in lower and p.search(lower) for key, p in strong):
+        if any(_any_in(keys, lower) and p.search(lower) for keys, p in strong):
             return mime
-        if sum(1 for key, p in weak if key in lower and p.search(lower)) >= 3:
+        if sum(1 for keys, p in weak if _any_in(keys, lower) and p.search(lower)) >= 3:
             return mime
     return None
 

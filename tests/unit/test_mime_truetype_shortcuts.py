@@ -79,3 +79,12 @@ def test_pdf_shortcut_gives_what_libmagic_would():
         assert true_type_of(sample) == _answer_with_libmagic(sample) == ("pdf", "application/pdf")
         checked += 1
     assert checked >= 40
+
+
+@pytest.mark.parametrize("tool", ["certutil", "BITSADMIN", "mshta", "rundll32", "regsvr32"])
+def test_batch_downloader_tools_still_count_as_script_hints(tool):
+    # Two weak batch hints are not enough; the tool name is the third.
+    with_tool = f"cd %TEMP%\r\ncmd /c {tool} -f x y\r\nsome words\r\n".encode()
+    without = b"cd %TEMP%\r\ncmd /c copy x y\r\nsome words\r\n"
+    assert true_type_of(with_tool, "notes.txt") == ("script", "text/x-msdos-batch")
+    assert true_type_of(without, "notes.txt") == ("text", "text/plain")
