@@ -84,6 +84,7 @@ def cmd_run(args, settings) -> int:
 
 
 def cmd_check_config(args, settings) -> int:
+    from .engines.dlp import dlp_patterns_dir
     from .policy import rules_dir_warnings
     from .runtime import Runtime
     runtime = Runtime(settings, store=False, sender_filter=False)
@@ -92,6 +93,7 @@ def cmd_check_config(args, settings) -> int:
         "socket": settings.milter.socket,
         "state_dir": settings.state_dir,
         "rules_dir": settings.rules_dir,
+        "dlp_patterns": dlp_patterns_dir(settings.patterns_dir),   # the installed set, or the shipped seed
         "internal_domains": list(settings.internal_domains),
         "rules": runtime.rules.summary(),
     }
@@ -103,6 +105,7 @@ def cmd_check_config(args, settings) -> int:
     print(f"config:      {summary['config']}")
     print(f"socket:      {summary['socket']}")
     print(f"state_dir:   {summary['state_dir']}")
+    print(f"dlp patterns: {summary['dlp_patterns']}")
     print(f"rules:       {summary['rules_dir']}")
     for key, value in rules.items():
         if key == "warnings":

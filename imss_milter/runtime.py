@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .engines.dlp import DlpEngine
+from .engines.dlp import DlpEngine, load_dlp_patterns
 from .errors import ImssError
 from .metrics import NullMetrics
 from .mime import parse_message
@@ -119,11 +119,13 @@ class Runtime:
         return read_rule_sources(self.settings.rules_dir)
 
     def load_rules(self, sources=None):
-        """Compile the rule files (or the given sources); raises ConfigError."""
+        """Compile the rule files (or the given sources) over the DLP pattern files; raises ConfigError."""
         if sources is None:
             sources = self.read_rules()
+        # read at every (re)load: an updated pattern set is picked up with the rules
+        dlp_patterns = load_dlp_patterns(self.settings.patterns_dir)
         return compile_rules(sources, internal_domains=self.settings.internal_domains,
-                             limits=self.settings.limits, engines=list(self.engines))
+                             limits=self.settings.limits, engines=list(self.engines), dlp_patterns=dlp_patterns)
 
     @property
     def rules(self):

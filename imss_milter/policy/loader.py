@@ -14,7 +14,8 @@ list defined in a later file:
   in 50-local.yaml disables a shipped policy. The same name twice in one
   file is an error.
 - dlp: identifiers and templates are compiled and validated here
-  (engines/dlp/config.py) so errors name file and line; RuleSet.dlp keeps
+  (engines/dlp/config.py), after the DLP pattern files (`dlp_patterns`,
+  the shipped seed when not given), so errors name file and line; RuleSet.dlp keeps
   the raw sections and carries the compiled form (.config) for the engine.
 - the group `internal` exists automatically from the main config's
   internal_domains (those domains and their subdomains) unless a rule
@@ -96,16 +97,18 @@ def rules_dir_warnings(rules_dir: str) -> list[str]:
 
 
 def load_rules(rules_dir: str, internal_domains: Iterable[str] = (), limits: Limits = Limits(),
-               engines: Iterable[str] | None = None) -> RuleSet:
+               engines: Iterable[str] | None = None, dlp_patterns: list | None = None) -> RuleSet:
     """Load and compile every rule file; `engines` names the configured engines, for warnings."""
-    return compile_rules(rule_files(rules_dir), internal_domains, limits, engines)
+    return compile_rules(rule_files(rules_dir), internal_domains, limits, engines, dlp_patterns)
 
 
 def compile_rules(paths: list, internal_domains: Iterable[str] = (), limits: Limits = Limits(),
-                  engines: Iterable[str] | None = None) -> RuleSet:
+                  engines: Iterable[str] | None = None, dlp_patterns: list | None = None) -> RuleSet:
     """Compile the given files, in the given order (load_rules without the directory scan).
 
     Each item is a path, or a (path, text) pair from read_rule_sources(): errors name the path.
+    `dlp_patterns` are the DLP pattern files' mappings (engines.dlp.load_dlp_patterns); None
+    means the shipped seed set.
     """
     raw_groups: dict[str, tuple] = {}
     raw_lists: dict[str, tuple] = {}
@@ -141,7 +144,7 @@ def compile_rules(paths: list, internal_domains: Iterable[str] = (), limits: Lim
     for name, (value, table, key) in raw_groups.items():
         groups[name] = group_from_patterns(name, value, table, key)
     lists = {name: _compile_list(name, value, table, key, limits) for name, (value, table, key) in raw_lists.items()}
-    dlp_config = compile_dlp(dlp_sections, limits.regex_timeout)
+    dlp_config = compile_dlp(dlp_sections, limits.regex_timeout, dlp_patterns)
     env = CompileEnv(groups=groups, lists=lists, dlp_templates=dlp_config.template_names,
                      regex_timeout=limits.regex_timeout)
     policies = []

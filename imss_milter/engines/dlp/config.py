@@ -1,9 +1,11 @@
 """The `dlp:` sections of rule files (SPEC §4b) -> a compiled DlpConfig, or a ConfigError with file and line.
 
-Identifiers and templates of all rule files are merged in file order (a
-later definition of a name replaces the earlier one, predefined names
-included), then every template is checked against the merged identifiers,
-so a template may use an identifier defined in a later file.
+Identifiers and templates are merged in this order, a later definition of
+a name replacing the earlier one: the built-in ones (those needing code:
+validators, maskers), the DLP pattern files (patterns.py: the installed
+pattern set or the shipped seed), then the rule files in file order.
+Every template is then checked against the merged identifiers, so a
+template may use an identifier defined in a later file.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from ...mime.model import TRUE_TYPE_CATEGORIES
 from ...settings import parse_size, type_name
 from ...yamlconf import fail
 from .identifiers import (PREDEFINED_IDENTIFIERS, ExpressionIdentifier, FileIdentifier, Identifier,
-                          KeywordIdentifier, mask_generic)
+                          KeywordIdentifier, mask_date, mask_email, mask_generic, mask_ipv4, mask_ipv6,
+                          mask_middle, mask_phone, mask_ssn)
+from .patterns import load_dlp_patterns
 from .scanner import Scanner, compile_check
 from .templates import AllOf, AnyOf, Clause, Node, NotOf
 from .validators import ADMIN_VALIDATORS
@@ -33,16 +37,19 @@ _COMPARISON = re.compile(r"^\s*(>=|<=|==|!=|>|<|=)?\s*(\S.*?)\s*$")
 _OPERATORS = {">": int.__gt__, ">=": int.__ge__, "<": int.__lt__, "<=": int.__le__,
               "=": int.__eq__, "==": int.__eq__, "!=": int.__ne__}
 
+# Templates built from built-in identifiers only; pci-dss and health use keyword lists and
+# come from the pattern files (patterns/dlp/00-identifiers.yaml).
 PREDEFINED_TEMPLATES: dict[str, Node] = {
-    # many card numbers, or one next to the words that come with it
-    "pci-dss": AnyOf((Clause("credit-card", 5),
-                      AllOf((Clause("credit-card"), Clause("card-words", distance=100))))),
     "pii": AnyOf((Clause("us-ssn"), Clause("uk-nino"), Clause("date-of-birth"))),
-    # medical words together with something that says who the patient is
-    "health": AllOf((Clause("health-terms", 2),
-                     AnyOf((Clause("us-ssn"), Clause("uk-nino"), Clause("date-of-birth"),
-                            Clause("medical-record-number"))))),
     "secrets": AnyOf((Clause("private-key"), Clause("aws-access-key"), Clause("github-token"))),
+}
+
+# How a value accepted by a named validator is masked: the validator says what the value is,
+# so it also says which characters are safe to show. Others: mask_generic.
+_VALIDATOR_MASKS = {
+    "card-number": lambda s: mask_middle(s, 4, 4), "iban": lambda s: mask_middle(s, 4, 4),
+    "us-ssn": mask_ssn, "uk-nino": lambda s: mask_middle(s, 2, 1), "email": mask_email, "phone": mask_phone,
+    "ipv4": mask_ipv4, "ipv6": mask_ipv6, "past-date": mask_date, "aws-access-key": lambda s: mask_middle(s, 4, 4),
 }
 
 
@@ -72,11 +79,16 @@ class DlpSections(list):
         self.config = config
 
 
-def compile_dlp(sections: list, regex_timeout: float = 0.25) -> DlpConfig:
-    """Merge and validate the `dlp:` mappings of the rule files, in file order."""
+def compile_dlp(sections: list, regex_timeout: float = 0.25, patterns: list | None = None) -> DlpConfig:
+    """Merge and validate the DLP pattern files' mappings, then the `dlp:` mappings of the rule files.
+
+    `patterns` are load_dlp_patterns() results; None reads the shipped seed set.
+    """
+    if patterns is None:
+        patterns = load_dlp_patterns(None)
     raw_identifiers: dict[str, tuple] = {}
     raw_templates: dict[str, tuple] = {}
-    for section in sections:
+    for section in [*patterns, *sections]:
         for key in section:
             if key not in _SECTION_KEYS:
                 raise fail(f"unknown key {key!r} in dlp; expected one of: {', '.join(_SECTION_KEYS)}", section, key)
@@ -152,10 +164,11 @@ def _expression(name: str, value, what: str, description: str) -> ExpressionIden
     if problem:
         raise fail(f"{what}: {problem}", value, "pattern")
     validator = value.get("validator")
-    if validator is not None and validator not in ADMIN_VALIDATORS:
+    if validator is not None and (not isinstance(validator, str) or validator not in ADMIN_VALIDATORS):
         raise fail(f"{what}: validator: expected one of {', '.join(sorted(ADMIN_VALIDATORS))}, got {validator!r}",
                    value, "validator")
-    return ExpressionIdentifier(name, pattern, ADMIN_VALIDATORS.get(validator), mask_generic,
+    return ExpressionIdentifier(name, pattern, ADMIN_VALIDATORS.get(validator),
+                                _VALIDATOR_MASKS.get(validator, mask_generic),
                                 case_sensitive=case_sensitive, description=description)
 
 

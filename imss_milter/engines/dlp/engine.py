@@ -46,7 +46,7 @@ _PREDEFINED: DlpConfig | None = None
 
 
 def predefined_config() -> DlpConfig:
-    """The configuration with only the shipped identifiers and templates (built once)."""
+    """The built-in identifiers and templates and the shipped seed pattern files (built once)."""
     global _PREDEFINED
     if _PREDEFINED is None:
         _PREDEFINED = compile_dlp([])
@@ -55,10 +55,12 @@ def predefined_config() -> DlpConfig:
 
 def config_of(rules) -> DlpConfig:
     """The compiled DLP configuration a RuleSet carries (loader), compiling its raw sections otherwise."""
-    sections = getattr(rules, "dlp", None) or []
+    sections = getattr(rules, "dlp", None)
+    # an empty DlpSections is still compiled (over the pattern files): test the config, not the list
     config = getattr(sections, "config", None)
     if config is not None:
         return config
+    sections = sections or []
     return compile_dlp(sections, rules.limits.regex_timeout) if sections else predefined_config()
 
 

@@ -2,7 +2,9 @@
 
 Three kinds (SPEC §4b): expressions (a candidate pattern plus a validator:
 a checksum, a number plan, a calendar), keyword lists, and file
-attributes. PREDEFINED_IDENTIFIERS are the shipped ones; rule files add
+attributes. PREDEFINED_IDENTIFIERS are the built-in ones, those that need
+code (validators, maskers); keyword lists and other pure data are shipped
+as pattern files (patterns/dlp/, see patterns.py) and rule files add
 more. Masking lives here too, because only the identifier knows which
 characters of its value are safe to show.
 """
@@ -161,16 +163,6 @@ DOB_CONTEXT = ("date of birth", "birth date", "birthdate", "dob", "d.o.b", "born
                "geburtsdatum", "date de naissance", "fecha de nacimiento", "data di nascita")
 DOB_CONTEXT_WINDOW = 40
 
-HEALTH_TERMS = (
-    "diagnosis", "diagnosed", "patient", "medical record", "medical history", "prescription", "prescribed",
-    "treatment", "clinical", "hospital", "admitted", "discharge", "symptoms", "medication", "dosage",
-    "oncology", "chemotherapy", "hiv", "aids", "hepatitis", "diabetes", "cancer", "tumour", "tumor",
-    "psychiatric", "depression", "mental health", "pregnancy", "allergy", "allergies", "surgery",
-    "blood test", "lab results", "icd-10", "health insurance", "disability",
-)
-CARD_WORDS = ("cvv", "cvv2", "cvc", "cvc2", "cid", "security code", "card number", "credit card", "debit card",
-              "expiry", "expiration", "exp date", "valid thru", "cardholder", "card holder")
-
 PREDEFINED_IDENTIFIERS: dict[str, Identifier] = {ident.name: ident for ident in (
     ExpressionIdentifier("credit-card", _CARD, v.card_numbers, lambda s: mask_middle(s, 4, 4),
                          description="payment card number: brand prefix and length, Luhn"),
@@ -196,8 +188,6 @@ PREDEFINED_IDENTIFIERS: dict[str, Identifier] = {ident.name: ident for ident in 
                          description="GitHub token (ghp_, gho_, ghu_, ghs_, ghr_)"),
     ExpressionIdentifier("medical-record-number", _MRN, None, mask_generic,
                          description="'MRN' or 'medical record number' followed by 6-10 digits"),
-    KeywordIdentifier("health-terms", HEALTH_TERMS, description="medical vocabulary"),
-    KeywordIdentifier("card-words", CARD_WORDS, description="words that go with a card number (cvv, expiry...)"),
     UnreadableIdentifier(),
 )}
 

@@ -258,5 +258,10 @@ def mod97_text(candidate: str) -> str | None:
     return compact if len(compact) > 4 and mod97_ok(compact) else None
 
 
-# Validators an admin expression may name (`validator: luhn`).
-ADMIN_VALIDATORS = {"luhn": luhn_digits, "mod97": mod97_text}
+# Validators an expression in a rule or pattern file may name (`validator: luhn`): the checks
+# behind the built-in identifiers, so data files can define variants without new code.
+ADMIN_VALIDATORS = {
+    "luhn": luhn_digits, "mod97": mod97_text,
+    "card-number": card_numbers, "iban": iban, "us-ssn": us_ssn, "uk-nino": uk_nino, "email": email,
+    "phone": phone, "ipv4": ipv4, "ipv6": ipv6, "past-date": date_of_birth, "aws-access-key": aws_access_key,
+}
