@@ -286,16 +286,18 @@ class ImssMilter(Milter.Base):
             if verdict.action == "quarantine":
                 quarantine_id = self.runtime.store.quarantine(
                     verdict.quarantine_area or "default", raw, envelope, result.model.subject,
-                    verdict.rules, reason=verdict.deciding_rule or "")
+                    verdict.rules, reason=verdict.deciding_rule or "", findings=verdict.findings)
             if verdict.action == "deliver":
                 for mod in verdict.modifications:
                     if mod.kind == "archive":
                         self.runtime.store.quarantine(mod.args[0], raw, envelope, result.model.subject,
-                                                      verdict.rules, reason="archive", kind="archive")
+                                                      verdict.rules, reason="archive", kind="archive",
+                                                      findings=verdict.findings)
                 if any(mod.kind == "strip_attachments" for mod in verdict.modifications):
                     # the original, attachments and all, is kept before anything is removed from it
                     quarantine_id = self.runtime.store.quarantine(
-                        "default", raw, envelope, result.model.subject, verdict.rules, reason="strip_attachments")
+                        "default", raw, envelope, result.model.subject, verdict.rules, reason="strip_attachments",
+                        findings=verdict.findings)
         except StoreError as exc:
             # Nothing is discarded without its copy: the MTA keeps the message and retries.
             log.error("%scould not store the %s copy: %s; answering tempfail", self.prefix(),

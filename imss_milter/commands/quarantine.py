@@ -128,9 +128,27 @@ def show_text(record: dict, headers: list[tuple[str, str]]) -> str:
     ]
     if record.get("released"):
         lines.append(f"released:    {record['released']} to {', '.join(record.get('released_to') or [])}")
+    lines.extend(finding_lines(record.get("findings") or []))
     lines.append("")
     lines.extend(f"{name}: {value}" for name, value in headers)
     return "\n".join(lines)
+
+
+def finding_lines(findings: list) -> list[str]:
+    """What the verdict found, one line each, with the (already masked) sample values under it."""
+    if not findings:
+        return []
+    lines = ["findings:"]
+    for finding in findings:
+        if not isinstance(finding, dict):
+            lines.append(f"  - {finding}")
+            continue
+        lines.append(f"  - {finding.get('detail') or finding.get('condition') or '?'}")
+        for identifier, values in (finding.get("values") or {}).items():
+            lines.append(f"      {identifier}: {', '.join(map(str, values))}")
+        for problem in finding.get("unreadable") or []:
+            lines.append(f"      unreadable: {problem}")
+    return lines
 
 
 # --- handlers ----------------------------------------------------------------

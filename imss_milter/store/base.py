@@ -75,8 +75,10 @@ class StoreBackend(abc.ABC):
 
     @abc.abstractmethod
     def quarantine(self, area: str, raw: bytes, envelope: Envelope, subject: str,
-                   rules: list[str], reason: str = "", kind: str = "quarantine") -> str:
-        """Durably keep raw; returns its id only once both the file and its index row are on disk."""
+                   rules: list[str], reason: str = "", kind: str = "quarantine", findings=None) -> str:
+        """Durably keep raw; returns its id only once both the file and its index row are on disk.
+
+        `findings` (the verdict's, JSON-able, values already masked) are kept with it for `show`."""
 
     @abc.abstractmethod
     def list(self, area: str | None = None, kind: str = "quarantine", limit: int = 1000,

@@ -93,6 +93,10 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX event_log_time ON event_log (time)",
         "CREATE INDEX event_log_queue_id ON event_log (queue_id)",
     ],
+    # what the verdict found (DLP incidents with masked values), shown by `quarantine show`
+    2: [
+        "ALTER TABLE held_message ADD COLUMN findings TEXT",  # JSON array; NULL for rows held before version 2
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -268,7 +272,7 @@ class SQLiteStore(StoreBackend):
     # --- quarantine and archive -------------------------------------------------
 
     def quarantine(self, area: str, raw: bytes, envelope: Envelope, subject: str,
-                   rules: list[str], reason: str = "", kind: str = "quarantine") -> str:
+                   rules: list[str], reason: str = "", kind: str = "quarantine", findings=None) -> str:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         if not isinstance(raw, (bytes, bytearray, memoryview)):
@@ -286,6 +290,8 @@ class SQLiteStore(StoreBackend):
             "recipients": _json(list(envelope.recipients)), "subject": subject or "",
             "size": len(raw), "rules": _json(list(rules or [])), "reason": reason or "",
             "path": relative_path, "client_ip": envelope.client_ip,
+            # stored as given: engines mask values before they reach a verdict (SPEC §4b)
+            "findings": _json(list(findings)) if findings else None,
         }
         try:
             self._insert_held(row)
@@ -354,7 +360,7 @@ class SQLiteStore(StoreBackend):
             "subject": row["subject"], "size": row["size"], "rules": _unjson(row["rules"], []),
             "queue_id": row["queue_id"], "reason": row["reason"], "kind": row["kind"],
             "client_ip": row["client_ip"], "released": iso_utc(row["released_at"]),
-            "released_to": _unjson(row["released_to"]),
+            "released_to": _unjson(row["released_to"]), "findings": _unjson(row["findings"], []),
         }
 
     def list(self, area: str | None = None, kind: str = "quarantine", limit: int = 1000,
