@@ -114,6 +114,12 @@ _SIGNATURES: tuple[tuple[bytes, int, str, str], ...] = (
     (b"\x00\x00\x01\xb3", 0, "video", "video/mpeg"),
 )
 
+# For each possible first byte, the signatures that can match, in _SIGNATURES
+# order (so the first match is the same): most payloads are text, which
+# otherwise paid for every startswith in the table.
+_SIGNATURES_BY_FIRST_BYTE = tuple(
+    tuple(sig for sig in _SIGNATURES if sig[1] != 0 or sig[0][0] == first) for first in range(256))
+
 _RIFF_KINDS = {b"WAVE": ("audio", "audio/x-wav"), b"AVI ": ("video", "video/x-msvideo"),
                b"WEBP": ("image", "image/webp")}
 
@@ -469,7 +475,7 @@ def _own_check(payload: bytes, extension: str) -> tuple[str, str] | None:
     ole = _check_ole2(payload)
     if ole:
         return ole[0], ole[1]
-    for prefix, offset, category, mime in _SIGNATURES:
+    for prefix, offset, category, mime in (_SIGNATURES_BY_FIRST_BYTE[payload[0]] if payload else ()):
         if payload.startswith(prefix, offset):
             return category, mime
     # PDF readers accept the header anywhere in the first kilobyte.

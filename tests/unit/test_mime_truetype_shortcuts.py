@@ -88,3 +88,20 @@ def test_batch_downloader_tools_still_count_as_script_hints(tool):
     without = b"cd %TEMP%\r\ncmd /c copy x y\r\nsome words\r\n"
     assert true_type_of(with_tool, "notes.txt") == ("script", "text/x-msdos-batch")
     assert true_type_of(without, "notes.txt") == ("text", "text/plain")
+
+
+def test_signature_table_by_first_byte_finds_the_first_match_in_table_order():
+    rng = random.Random(5)
+    samples = [b"", b"\x00", b"\x00\x00\x01\x00", b"\x00\x00\x01\xba", b"x" * 300]
+    for prefix, offset, _category, _mime in truetype._SIGNATURES:
+        for tail_len in (0, 3, 600, 0x9000):
+            head = bytes(rng.randrange(256) for _ in range(offset))
+            samples.append(head + prefix + bytes(rng.randrange(256) for _ in range(tail_len)))
+    polyglot = bytearray(b"\x1f\x8b" + b"\x00" * 600)
+    polyglot[257:262] = b"ustar"
+    samples.append(bytes(polyglot))
+    for sample in samples:
+        in_table_order = next(((c, m) for p, o, c, m in truetype._SIGNATURES if sample.startswith(p, o)), None)
+        by_first_byte = next(((c, m) for p, o, c, m in truetype._SIGNATURES_BY_FIRST_BYTE[sample[0]]
+                              if sample.startswith(p, o)), None) if sample else None
+        assert by_first_byte == in_table_order
