@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -13,6 +14,12 @@ def normalize_ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Add
     """The client address as the MTA passes it ("IPv6:2001:db8::1", "[192.0.2.1]", mapped v4) or None."""
     if not value or not isinstance(value, str):
         return None
+    return _normalize_ip(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalize_ip(value: str):
+    """normalize_ip for a string: asked several times per connection, so remembered."""
     text = value.strip().strip("[]")
     if text[:5].lower() == "ipv6:":
         text = text[5:]

@@ -20,6 +20,10 @@ def _human(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+NOT_BLOCKED_TTL = 1.0
+NOT_BLOCKED_MAX = 100_000
+
+
 class IPProfiler:
     """Counts events per IP and kind; the event that reaches a threshold blocks the IP for the block time.
 
@@ -30,6 +34,9 @@ class IPProfiler:
         self.rules = rules
         self.state = state
         self._clock = clock
+        # "not blocked" answers, kept NOT_BLOCKED_TTL seconds: every connection asks, blocks are rare,
+        # and a state query per connection was most of what sender filtering cost per message
+        self._not_blocked: dict[str, float] = {}
 
     def record(self, ip: str, kind: str) -> Block | None:
         """Count one event; returns the block when this event caused (or extended) one."""
@@ -42,10 +49,21 @@ class IPProfiler:
             return None
         block = Block(ip=ip, kind=kind, reason=block_reason(rule, count), action=rule.reply.action,
                       since=now, until=now + rule.block)
+        self._not_blocked.pop(ip, None)
         return self.state.set_block(block)
 
     def current_block(self, ip: str) -> Block | None:
-        return self.state.get_block(ip, self._clock())
+        """The IP's block, if any. A block made by another process or gateway host is seen within
+        NOT_BLOCKED_TTL seconds; one made here, at once."""
+        now = self._clock()
+        if self._not_blocked.get(ip, 0.0) > now:
+            return None
+        block = self.state.get_block(ip, now)
+        if block is None:
+            if len(self._not_blocked) > NOT_BLOCKED_MAX:
+                self._not_blocked.clear()
+            self._not_blocked[ip] = now + NOT_BLOCKED_TTL
+        return block
 
     def blocked(self) -> list[Block]:
         return self.state.list_blocks(self._clock())

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from imss_milter.sender import SenderFilter
+from imss_milter.sender.profiler import NOT_BLOCKED_TTL
 from imss_milter.yamlconf import loads_yaml
 from tests.helpers.redis_server import RedisServer
 
@@ -52,6 +53,9 @@ def test_two_gateways_share_dha_counters_and_blocks(tmp_path, redis_server):
     assert first.check_connect(ip, None).action == "continue"
     last = second.check_recipient(ip, "x4@example.com")
     assert "blocked until" in last.reason
+    # `first` asked about this IP a moment ago: a block made by another gateway reaches it within
+    # NOT_BLOCKED_TTL (a state query per connection is what the short cache saves)
+    time.sleep(NOT_BLOCKED_TTL + 0.1)
     for sf in (first, second):
         decision = sf.check_connect(ip, None)
         assert (decision.action, decision.code) == ("tempfail", "421")
