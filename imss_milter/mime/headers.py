@@ -249,21 +249,7 @@ def parse_structured(raw: bytes | str) -> ParsedHeader:
         name = match.group(1).lower()
         pos = match.end()
         if pos < end and text[pos] == '"':
-            value_chars = []
-            i = pos + 1
-            closed = False
-            while i < end:
-                ch = text[i]
-                if ch == "\\" and i + 1 < end:
-                    value_chars.append(text[i + 1])
-                    i += 2
-                    continue
-                if ch == '"':
-                    closed = True
-                    break
-                value_chars.append(ch)
-                i += 1
-            value = "".join(value_chars)
+            value, i, closed = _quoted(text, pos + 1)
             if closed:
                 result.params.append((name, value))
                 raw_value = text[pos + 1:i]
@@ -289,6 +275,29 @@ def parse_structured(raw: bytes | str) -> ParsedHeader:
             result.params.append((name, value.strip()))
             pos = end if nxt < 0 else nxt + 1
     return result
+
+
+def _quoted(text: str, start: int) -> tuple[str, int, bool]:
+    """The quoted string whose text begins at `start`: (unescaped value,
+    index of the closing quote or len(text), closed)."""
+    end = len(text)
+    close = text.find('"', start)
+    if text.find("\\", start, end if close < 0 else close) < 0:
+        # No escapes, the common case: a slice instead of a loop per character.
+        return (text[start:], end, False) if close < 0 else (text[start:close], close, True)
+    value_chars = []
+    i = start
+    while i < end:
+        ch = text[i]
+        if ch == "\\" and i + 1 < end:
+            value_chars.append(text[i + 1])
+            i += 2
+            continue
+        if ch == '"':
+            return "".join(value_chars), i, True
+        value_chars.append(ch)
+        i += 1
+    return "".join(value_chars), i, False
 
 
 _RFC2231_SECTION = re.compile(r"^([^*]+)\*(\d+)?(\*)?$")
