@@ -70,6 +70,32 @@ def direction_of(envelope: Envelope, internal_domains) -> str:
     return "inbound"
 
 
+class TimedEngine:
+    """An engine as one message's policy evaluation sees it: the time of each check is added to
+    timings[stage] and each exception is counted, so imss_scan_seconds has a stage per engine
+    (engines run lazily, inside policy evaluation) and imss_engine_errors_total{engine} counts.
+    The exception itself still propagates: the milter answers per on_error."""
+
+    def __init__(self, engine, stage: str, timings: dict, on_error):
+        self.engine = engine
+        self.stage = stage
+        self.timings = timings
+        self.on_error = on_error
+
+    def check(self, condition: str, argument, model, envelope, scratch: dict):
+        started = time.perf_counter()
+        try:
+            return self.engine.check(condition, argument, model, envelope, scratch)
+        except Exception:
+            self.on_error(self.stage)
+            raise
+        finally:
+            self.timings[self.stage] = self.timings.get(self.stage, 0.0) + (time.perf_counter() - started)
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+
 class Runtime:
     """Everything one process needs to scan: settings, rules, store, sender filter."""
 
@@ -196,8 +222,12 @@ class Runtime:
         timings["parse"] = parsed - started
         # the DLP engine reads the templates of the rule set judging this message
         engines = {**self.engines, "dlp": self.engines["dlp"].for_rules(rules)}
+        engines = {name: TimedEngine(engine, name, timings, self.metrics.engine_error)
+                   for name, engine in engines.items()}
         verdict = rules.evaluate(envelope, model, engines)
-        timings["policy"] = time.perf_counter() - parsed
+        # engines ran inside the evaluation: their stages are theirs, "policy" is what is left
+        engine_seconds = sum(seconds for stage, seconds in timings.items() if stage != "parse")
+        timings["policy"] = max(0.0, time.perf_counter() - parsed - engine_seconds)
         return ScanResult(model=model, verdict=verdict,
                           direction=direction_of(envelope, self.settings.internal_domains),
                           timings=timings)

@@ -50,6 +50,10 @@ policies:
     route: {from: any, to: any}
     when: {subject: {keywords: ["metrics-hold"]}}
     actions: [{quarantine: {area: held}}]
+  - name: no-secrets
+    route: {from: any, to: any}
+    when: {dlp: [secrets]}
+    actions: [reject]
 """
 
 
@@ -144,8 +148,9 @@ def test_counters_follow_known_traffic(stack):
     for rule in ("tag-offers", "reject-keyword", "hold-keyword"):
         assert value(after, "imss_rule_hits_total", rule=rule) == value(before, "imss_rule_hits_total", rule=rule) + 1
 
-    # one histogram observation per stage per judged message (6 messages)
-    for stage in ("parse", "policy"):
+    # one histogram observation per stage per judged message (6 messages); every message asks
+    # the DLP engine (no-secrets), which is a stage of its own
+    for stage in ("parse", "policy", "dlp"):
         assert value(after, "imss_scan_seconds_count", stage=stage) == \
             value(before, "imss_scan_seconds_count", stage=stage) + 6
         assert value(after, "imss_scan_seconds_bucket", stage=stage, le="+Inf") == \
@@ -153,6 +158,7 @@ def test_counters_follow_known_traffic(stack):
         assert value(after, "imss_scan_seconds_sum", stage=stage) > 0
 
     # the quarantine gauge is counted in the store when scraped
+    assert value(after, "imss_engine_errors_total", engine="dlp") == 0
     assert value(after, "imss_quarantine_messages", area="held") == 1
     assert value(after, "imss_messages_in_flight") == 0
 
