@@ -51,6 +51,28 @@ def _iter_lines(data: bytes, start: int):
         pos = nl + 1
 
 
+# A header block with nothing odd in it: header lines, each with its non-blank
+# continuation lines, then an empty line. The first bytes of the three kinds
+# of line differ, so the match never backtracks.
+_PLAIN_FIELD = re.compile(
+    rb"([!-9;-~]+)[ \t]*:([^\n]*+\n(?:[ \t][ \t\r\x0b\x0c]*+[^ \t\r\x0b\x0c\n][^\n]*+\n)*+)")
+_PLAIN_BLOCK = re.compile(rb"(?:" + _PLAIN_FIELD.pattern + rb")*+\r*+\n")
+
+
+def _plain_block(data: bytes, start: int) -> HeaderBlock | None:
+    """The block at `start` read in one regex pass when it is plain (no odd
+    line, no mbox From line, not too long); None sends it to the line reader,
+    which gives the same fields and body start for a plain block."""
+    if start == 0 and data.startswith(b"From "):
+        return None
+    match = _PLAIN_BLOCK.match(data, start)
+    if match is None or data.count(b"\n", start, match.end()) > _MAX_HEADER_LINES:
+        return None
+    fields = [(name.decode("ascii"), b" ".join(piece.strip() for piece in value.split(b"\n")[:-1]))
+              for name, value in _PLAIN_FIELD.findall(data, start, match.end())]
+    return HeaderBlock(fields=fields, body_start=match.end())
+
+
 def read_header_blocks(data: bytes, start: int = 0) -> tuple[HeaderBlock, HeaderBlock | None]:
     """Read the header block at `start`.
 
@@ -62,6 +84,14 @@ def read_header_blocks(data: bytes, start: int = 0) -> tuple[HeaderBlock, Header
     lines after the odd line as body while a scanner reads them as headers,
     or the other way round.
     """
+    plain = _plain_block(data, start)
+    if plain is not None:
+        return plain, None
+    return _read_header_lines(data, start)
+
+
+def _read_header_lines(data: bytes, start: int) -> tuple[HeaderBlock, HeaderBlock | None]:
+    """read_header_blocks line by line, for blocks with something odd in them."""
     strict = HeaderBlock(body_start=len(data))
     lenient: HeaderBlock | None = None
     current: list | None = None     # [name, value] of the field being unfolded
