@@ -58,5 +58,6 @@ def html_to_lines(markup: str) -> str:
 
 def normalise_whitespace(text: str) -> str:
     """Runs of whitespace (incl. no-break space) become one space; trimmed."""
-    text = text.translate(_INVISIBLE).replace("\xa0", " ")
+    if not text.isascii():      # O(1) in CPython; ASCII has no invisible or no-break chars
+        text = text.translate(_INVISIBLE).replace("\xa0", " ")
     return " ".join(text.split())     # str.split() knows all Unicode whitespace, fast
