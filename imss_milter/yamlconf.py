@@ -100,19 +100,23 @@ def loads_yaml(text: str, file: str = "<string>") -> Any:
         loader.dispose()
 
 
-def load_yaml(path: str) -> Any:
-    """Read and parse a YAML file; unreadable files and bad YAML become ConfigError."""
+def read_text(path: str, what: str = "file") -> str:
+    """A config file's text; unreadable files and bad UTF-8 become ConfigError with file (and line)."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
     except OSError as exc:
-        raise ConfigError(f"cannot read file: {exc.strerror}", path) from None
+        raise ConfigError(f"cannot read {what}: {exc.strerror}", path) from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError("file is not valid UTF-8", path, line) from None
-    return loads_yaml(text, path)
+
+
+def load_yaml(path: str) -> Any:
+    """Read and parse a YAML file; unreadable files and bad YAML become ConfigError."""
+    return loads_yaml(read_text(path), path)
 
 
 def where(container, key=None) -> tuple[str | None, int | None]:

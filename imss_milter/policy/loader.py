@@ -36,7 +36,7 @@ from ..errors import ConfigError
 from ..mime.model import Limits
 from ..settings import type_name
 from ..textmatch import PatternError, TextMatcher
-from ..yamlconf import LDict, fail, load_yaml, loads_yaml
+from ..yamlconf import LDict, fail, load_yaml, loads_yaml, read_text
 from .actions import compile_actions
 from .addresses import compile_selector, group_from_patterns, internal_group
 from .conditions import CompileEnv, NamedList, compile_condition
@@ -68,18 +68,7 @@ def rule_files(rules_dir: str) -> list[str]:
 
 def read_rule_sources(rules_dir: str) -> list[tuple[str, str]]:
     """(path, text) of every rule file, read once: what is validated is exactly what is later loaded."""
-    sources = []
-    for path in rule_files(rules_dir):
-        try:
-            with open(path, "rb") as handle:
-                raw = handle.read()
-        except OSError as exc:
-            raise ConfigError(f"cannot read file: {exc.strerror}", path) from None
-        try:
-            sources.append((path, raw.decode("utf-8")))
-        except UnicodeDecodeError as exc:
-            raise ConfigError("file is not valid UTF-8", path, raw[: exc.start].count(b"\n") + 1) from None
-    return sources
+    return [(path, read_text(path)) for path in rule_files(rules_dir)]
 
 
 def rules_dir_warnings(rules_dir: str) -> list[str]:

@@ -16,7 +16,7 @@ import threading
 
 from ...errors import ConfigError
 from ...settings import type_name
-from ...yamlconf import loads_yaml
+from ...yamlconf import loads_yaml, read_text
 
 DLP_SUBDIR = "dlp"
 
@@ -75,15 +75,9 @@ def _parse(path: str):
         with _parsed_lock:
             if key in _parsed:
                 return _parsed[key]
-        with open(path, "rb") as handle:
-            raw = handle.read()
     except OSError as exc:
         raise ConfigError(f"cannot read DLP pattern file: {exc.strerror}", path) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError("file is not valid UTF-8", path, raw[: exc.start].count(b"\n") + 1) from None
-    data = loads_yaml(text, path)
+    data = loads_yaml(read_text(path, "DLP pattern file"), path)
     with _parsed_lock:
         _parsed[key] = data
     return data
