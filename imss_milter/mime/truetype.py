@@ -387,22 +387,44 @@ def _check_text(payload: bytes, extension: str, guess_scripts: bool = True) -> t
     return "text", "text/plain"
 
 
-def _any_in(keys: tuple[str, ...], lower: str) -> bool:
-    for key in keys:
-        if key in lower:
-            return True
-    return False
+_WEAK_HITS_FOR_SCRIPT = 3
 
 
 def _script_language(sample: bytes) -> str | None:
-    text = sample.decode("latin-1")
-    lower = text.lower()
+    lower = sample.decode("latin-1").lower()
+    found: dict[str, bool] = {}
+
+    def hit(keys: tuple[str, ...], pattern: re.Pattern) -> bool:
+        # Each keyword is searched for once per sample ("set " serves two
+        # languages): the keyword scans are most of the cost on plain text.
+        for key in keys:
+            present = found.get(key)
+            if present is None:
+                present = found[key] = key in lower
+            if present:
+                return pattern.search(lower) is not None
+        return False
+
     for _language, (mime, strong, weak) in _SCRIPT_HINTS.items():
-        if any(_any_in(keys, lower) and p.search(lower) for keys, p in strong):
+        if any(hit(keys, p) for keys, p in strong):
             return mime
-        if sum(1 for keys, p in weak if _any_in(keys, lower) and p.search(lower)) >= 3:
+        if _enough_weak_hits(weak, hit):
             return mime
     return None
+
+
+def _enough_weak_hits(weak, hit) -> bool:
+    """At least _WEAK_HITS_FOR_SCRIPT weak indicators hit; stops as soon as
+    the answer is known either way (too few indicators left to reach it)."""
+    hits = 0
+    for index, (keys, pattern) in enumerate(weak):
+        if hits + len(weak) - index < _WEAK_HITS_FOR_SCRIPT:
+            return False
+        if hit(keys, pattern):
+            hits += 1
+            if hits >= _WEAK_HITS_FOR_SCRIPT:
+                return True
+    return False
 
 
 # --- libmagic MIME → category -------------------------------------------------

@@ -105,3 +105,31 @@ def test_signature_table_by_first_byte_finds_the_first_match_in_table_order():
         by_first_byte = next(((c, m) for p, o, c, m in truetype._SIGNATURES_BY_FIRST_BYTE[sample[0]]
                               if sample.startswith(p, o)), None) if sample else None
         assert by_first_byte == in_table_order
+
+
+def _script_language_every_indicator(sample: bytes):
+    """The script guess evaluating every indicator of every language."""
+    lower = sample.decode("latin-1").lower()
+    for mime, strong, weak in truetype._SCRIPT_HINTS.values():
+        if any(any(k in lower for k in keys) and p.search(lower) for keys, p in strong):
+            return mime
+        if sum(1 for keys, p in weak if any(k in lower for k in keys) and p.search(lower)) >= 3:
+            return mime
+    return None
+
+
+def test_script_guess_stopping_early_gives_the_same_language():
+    fragments = ["Dim x\n", 'Set o = CreateObject("WScript.Shell")\n', "End Sub\n", "Chr(65)\n",
+                 "On Error Resume Next\n", "var a = 1;\n", "function f(x) {\n", "eval(s)\n",
+                 "String.fromCharCode(72)\n", "x.Run(c)\n", "unescape(s)\n", "$env:TEMP\n", "IEX\n",
+                 "-ExecutionPolicy Bypass\n", "[System.Net\n", "Start-Process x\n", "@echo off\n",
+                 "%TEMP%\n", "cmd /c x\n", "goto :a\n", "start x\n", "set a=1\n", "certutil -f\n",
+                 "plain words of a letter\n", "set the table\n", "the end is near\n", "\xe9t\xe9\n"]
+    rng = random.Random(21)
+    guessed = set()
+    for _ in range(4000):
+        sample = "".join(rng.choice(fragments) for _ in range(rng.randrange(0, 7))).encode("latin-1")
+        expected = _script_language_every_indicator(sample)
+        assert truetype._script_language(sample) == expected, sample
+        guessed.add(expected)
+    assert len(guessed) == 5        # every language and "no script" occurred
