@@ -369,7 +369,8 @@ def _check_text(payload: bytes, extension: str, guess_scripts: bool = True) -> t
         return None
     if sample.startswith(b"#!"):
         return "script", "text/x-script"
-    if _HTA_HINT.search(sample):
+    has_markup = b"<" in sample     # both markup patterns start with "<": a byte scan skips them
+    if has_markup and _HTA_HINT.search(sample):
         return "script", "application/hta"
     if extension in _SCRIPT_EXTENSIONS and extension not in ("jar", "lnk"):
         return "script", _SCRIPT_EXTENSIONS[extension]
@@ -382,7 +383,7 @@ def _check_text(payload: bytes, extension: str, guess_scripts: bool = True) -> t
     script = _script_language(sample) if guess_scripts else None
     if script:
         return "script", script
-    if _HTML_ANYWHERE.search(sample):
+    if has_markup and _HTML_ANYWHERE.search(sample):
         return "html", "text/html"
     return "text", "text/plain"
 

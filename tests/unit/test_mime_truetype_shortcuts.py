@@ -133,3 +133,13 @@ def test_script_guess_stopping_early_gives_the_same_language():
         assert truetype._script_language(sample) == expected, sample
         guessed.add(expected)
     assert len(guessed) == 5        # every language and "no script" occurred
+
+
+@pytest.mark.parametrize("text, expected", [
+    (b"Notes\n<HTA:APPLICATION id=x>\n", ("script", "application/hta")),
+    (b"Some words then <DIV class=x>markup</div>\n", ("html", "text/html")),
+    (b"Some words then a < b and c > d\n", ("text", "text/plain")),
+    (b"Some words, no markup at all\n", ("text", "text/plain")),
+])
+def test_markup_in_text_files(text, expected):
+    assert true_type_of(text, "notes.txt") == expected
