@@ -68,9 +68,15 @@ def _plain_block(data: bytes, start: int) -> HeaderBlock | None:
     match = _PLAIN_BLOCK.match(data, start)
     if match is None or data.count(b"\n", start, match.end()) > _MAX_HEADER_LINES:
         return None
-    fields = [(name.decode("ascii"), b" ".join(piece.strip() for piece in value.split(b"\n")[:-1]))
-              for name, value in _PLAIN_FIELD.findall(data, start, match.end())]
+    fields = [(name.decode("ascii"), _unfold(value)) for name, value in _PLAIN_FIELD.findall(data, start, match.end())]
     return HeaderBlock(fields=fields, body_start=match.end())
+
+
+def _unfold(value: bytes) -> bytes:
+    """A field's value lines (each ending in a newline), trimmed and joined by a space."""
+    if value.count(b"\n") == 1:
+        return value.strip()        # one line, the common case; the newline is whitespace too
+    return b" ".join(piece.strip() for piece in value.split(b"\n")[:-1])
 
 
 def read_header_blocks(data: bytes, start: int = 0) -> tuple[HeaderBlock, HeaderBlock | None]:
