@@ -41,7 +41,8 @@ class _Context:
         self.model = model
         self.limits = limits
         self.budget = archives.Budget(limits)
-        self.seen_parts: set = set()
+        self.seen_parts: set = set()  # keys of model.parts[:parts_keyed], filled when first needed
+        self.parts_keyed = 0
         self.seen_texts: set = set()
         self.alternate = 0          # >0 while scanning a second reading
         self.text_chunks: list[str] = []
@@ -96,16 +97,24 @@ class _Context:
     def _key(part: Part):
         return (len(part.payload), hash(part.payload), tuple(part.names), part.origin)
 
+    def _found_keys(self) -> set:
+        """Keys of every part found so far. Built only when an alternate reading
+        asks: most messages have none, and the key hashes whole payloads."""
+        parts = self.model.parts
+        while self.parts_keyed < len(parts):
+            self.seen_parts.add(self._key(parts[self.parts_keyed]))
+            self.parts_keyed += 1
+        return self.seen_parts
+
     def already_found(self, part: Part) -> bool:
         """True when an alternate reading meets a part the first reading found
         (checked before any costly work such as libmagic on it)."""
-        return bool(self.alternate) and self._key(part) in self.seen_parts
+        return bool(self.alternate) and self._key(part) in self._found_keys()
 
     def add_part(self, part: Part) -> bool:
         """Append a part unless an alternate reading already found it."""
         if self.already_found(part):
             return False
-        self.seen_parts.add(self._key(part))
         self.model.parts.append(part)
         return True
 
