@@ -370,6 +370,8 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
     os.setpgid(0, 0)      # Ctrl-C in a terminal reaches the master only; it drains the workers
     runtime.reset_after_fork()
     runtime.start_log_writer()
+    if getattr(runtime.metrics, "enabled", False):
+        runtime.metrics.start_batching()
     ImssMilter.runtime = runtime
     master = os.getppid()
     seen = generation.value
@@ -382,12 +384,21 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
             except Exception as exc:   # noqa: BLE001 - metrics must never stop a worker
                 log.warning("metrics: cannot copy sender filtering counters: %s", exc)
 
+    def flush_metrics():
+        flush = getattr(runtime.metrics, "flush", None)
+        if flush is not None:
+            try:
+                flush()
+            except Exception as exc:   # noqa: BLE001 - metrics must never stop a worker
+                log.warning("metrics: cannot write batched samples: %s", exc)
+
     def watch():
         nonlocal seen
         ticks = 0
         while True:
             time.sleep(0.2)
             ticks += 1
+            flush_metrics()
             if ticks % 5 == 0:
                 sync_metrics()
             if os.getppid() != master or draining.value:
@@ -399,6 +410,7 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
                 runtime.stop_log_writer()        # every tracking record written before we exit
                 runtime.notifier.stop()
                 sync_metrics()
+                flush_metrics()
                 libmilter.stop()
                 return
             if generation.value != seen:

@@ -12,9 +12,12 @@ names, stage names, zones): never addresses, subjects or client IPs.
 
 from __future__ import annotations
 
+import bisect
+import collections
 import glob
 import logging
 import os
+import threading
 
 log = logging.getLogger("imss_milter")
 
@@ -90,13 +93,44 @@ class Metrics:
         self.messages_in_flight = Gauge("imss_messages_in_flight", "Messages between MAIL FROM and the verdict",
                                         multiprocess_mode="livesum", registry=registry)
         self._sender_seen: dict = {}
+        # Batching (daemon workers): per-message updates go to plain dicts, and flush() writes their
+        # sums to the multiprocess files. A dozen mmap writes per message were ~0.7 ms of CPU.
+        self._batching = False
+        self._lock = threading.Lock()
+        self._pending_messages: collections.Counter = collections.Counter()
+        self._pending_rules: collections.Counter = collections.Counter()
+        self._pending_seconds: dict = {}
+
+    def start_batching(self) -> None:
+        self._batching = True
 
     def message(self, verdict: str, direction: str, rules, timings: dict) -> None:
+        if self._batching:
+            with self._lock:
+                self._pending_messages[(verdict, direction)] += 1
+                for rule in rules:
+                    self._pending_rules[rule] += 1
+                for stage, seconds in (timings or {}).items():
+                    self._pending_seconds.setdefault(stage, []).append(seconds)
+            return
         self.messages.labels(verdict=verdict, direction=direction).inc()
         for rule in rules:
             self.rule_hits.labels(rule=rule).inc()
         for stage, seconds in (timings or {}).items():
             self.scan_seconds.labels(stage=stage).observe(seconds)
+
+    def flush(self) -> None:
+        """Write what message() batched: one increment per label set and histogram bucket."""
+        with self._lock:
+            messages, self._pending_messages = self._pending_messages, collections.Counter()
+            rules, self._pending_rules = self._pending_rules, collections.Counter()
+            seconds, self._pending_seconds = self._pending_seconds, {}
+        for (verdict, direction), count in messages.items():
+            self.messages.labels(verdict=verdict, direction=direction).inc(count)
+        for rule, count in rules.items():
+            self.rule_hits.labels(rule=rule).inc(count)
+        for stage, values in seconds.items():
+            observe_many(self.scan_seconds.labels(stage=stage), values)
 
     def connection(self, result: str) -> None:
         self.connections.labels(result=result).inc()
@@ -121,6 +155,21 @@ class Metrics:
                 self.connections.labels(result=labels[0]).inc(total)
             elif kind == "dns_lookups":
                 self.dns_lookups.labels(zone=labels[0], result=labels[1]).inc(total)
+
+
+def observe_many(histogram, values) -> None:
+    """Histogram.observe() for many values with one write per bucket (prometheus-client keeps
+    per-bucket counts and the sum; observe() updates the one bucket of the value and the sum)."""
+    buckets = getattr(histogram, "_buckets", None)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    if buckets is None or bounds is None or not hasattr(histogram, "_sum"):
+        for value in values:                  # a prometheus-client without those internals
+            histogram.observe(value)
+        return
+    counts = collections.Counter(bisect.bisect_left(bounds, value) for value in values)
+    for index, count in counts.items():
+        buckets[index].inc(count)
+    histogram._sum.inc(sum(values))
 
 
 def sender_stat_deltas(seen: dict, stats: dict) -> list:

@@ -113,3 +113,26 @@ def test_engine_exceptions_are_counted_by_engine_and_still_raised(runtime):
             runtime.scan(message(), ENVELOPE)
     assert sample(runtime, "imss_engine_errors_total", engine="antivirus") == 2.0
     assert sample(runtime, "imss_engine_errors_total", engine="dlp") is None
+
+
+def test_batched_metrics_match_immediate_ones_after_flush():
+    """Workers batch per-message samples; after flush() the registry holds what immediate writes give."""
+    from prometheus_client import CollectorRegistry
+
+    from imss_milter.metrics import Metrics
+    immediate, batched = CollectorRegistry(), CollectorRegistry()
+    direct, later = Metrics(registry=immediate), Metrics(registry=batched)
+    later.start_batching()
+    samples = [("deliver", "inbound", ["a"], {"parse": 0.001, "policy": 0.0002}),
+               ("quarantine", "inbound", ["a", "b"], {"parse": 0.3, "policy": 0.02, "dlp": 7.0}),
+               ("deliver", "outbound", [], {"parse": 0.004})]
+    for verdict, direction, rules, timings in samples * 5:
+        direct.message(verdict, direction, rules, timings)
+        later.message(verdict, direction, rules, timings)
+    assert later.messages.labels(verdict="deliver", direction="inbound")._value.get() == 0   # not yet written
+    later.flush()
+
+    def samples_of(registry):
+        return sorted((s.name, tuple(sorted(s.labels.items())), round(s.value, 9))
+                      for family in registry.collect() for s in family.samples if not s.name.endswith("_created"))
+    assert samples_of(batched) == samples_of(immediate)
