@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
 
 
@@ -42,3 +43,15 @@ def wait_for_unix_socket(path: str, timeout: float = 20.0, proc=None) -> None:
                 pass
         time.sleep(0.05)
     raise TimeoutError(f"no listener on {path} after {timeout}s")
+
+
+def stop_process(proc, timeout: float = 10.0) -> None:
+    """SIGTERM a server the test started, SIGKILL it if it lingers; None or an exited process is fine."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

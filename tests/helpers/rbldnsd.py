@@ -18,6 +18,8 @@ import dns.message
 import dns.query
 import dns.rcode
 
+from .net import stop_process
+
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -91,13 +93,7 @@ class Rbldnsd:
         return sum(1 for line in self.query_log() if wanted in (w.lower().rstrip(".") for w in line.split()))
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self):

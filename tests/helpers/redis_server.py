@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 import time
 
-from .net import free_port, wait_for_port
+from .net import free_port, wait_for_port, stop_process
 
 
 class RedisServer:
@@ -48,13 +48,7 @@ class RedisServer:
         raise TimeoutError(f"redis-server on port {self.port} did not answer PING")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def close(self) -> None:

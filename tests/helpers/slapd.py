@@ -9,7 +9,7 @@ import tempfile
 import textwrap
 import time
 
-from .net import free_port, wait_for_port
+from .net import free_port, wait_for_port, stop_process
 
 SUFFIX = "dc=example,dc=com"
 ROOT_DN = f"cn=admin,{SUFFIX}"
@@ -109,13 +109,7 @@ class Slapd:
         raise TimeoutError(f"slapd on {self.url} did not answer a search")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def close(self) -> None:
