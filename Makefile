@@ -2,7 +2,9 @@
 # embedded defaults; `make test` installs everything and runs the tests.
 # Both are meant for a fresh Debian machine and may be run as root.
 
-PYTHON ?= python3
+# Debian's own Python when there is one: the service user must be able to read the interpreter
+# (a pyenv Python under /root is not readable once the daemon drops privileges).
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := postfix libmilter-dev libmagic1 libmagic-mgc python3-venv python3-dev gcc make rbldnsd redis-server slapd

@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import pwd
 import signal
+import sysconfig
 import threading
 import time
 
@@ -163,6 +164,11 @@ class Master:
             os.setgid(gid)
             os.setuid(uid)
             log.info("running as %s (uid %d)", name, uid)
+            try:
+                check_installation_readable(name)
+            except ImssError:
+                self.cleanup()
+                raise
         for warning in rules_dir_warnings(settings.rules_dir):
             log.warning("%s", warning)
         try:
@@ -483,13 +489,38 @@ def preload_modules() -> None:
             importlib.import_module(f"encodings.{module.name}")
         except Exception:   # noqa: BLE001 - platform-specific codecs (mbcs, oem) do not exist here
             pass
-    for name in ("zipfile", "tarfile", "gzip", "bz2", "lzma", "zlib", "binascii", "quopri", "uu",
-                 "smtplib", "sqlite3", "json", "html", "html.parser", "email.parser", "email.policy",
-                 "email.headerregistry", "email.contentmanager", "uuid", "secrets", "hashlib", "ipaddress"):
+    names = list(LAZY_MODULES)
+    # every module of our own: several are imported only when a feature is first used
+    package = importlib.import_module(__package__)
+    names += [info.name for info in pkgutil.walk_packages(package.__path__, prefix=f"{__package__}.")]
+    for name in names:
         try:
             importlib.import_module(name)
-        except Exception:   # noqa: BLE001
+        except Exception:   # noqa: BLE001 - optional dependencies may be absent
             pass
+
+
+# Modules imported lazily by us or our dependencies (stdlib and third party).
+LAZY_MODULES = (
+    "zipfile", "tarfile", "gzip", "bz2", "lzma", "zlib", "binascii", "quopri", "uu", "smtplib", "sqlite3",
+    "json", "html", "html.parser", "email.parser", "email.policy", "email.headerregistry",
+    "email.contentmanager", "email.mime.text", "email.mime.multipart", "uuid", "secrets", "hashlib",
+    "ipaddress", "http.server", "socketserver", "wsgiref.simple_server", "urllib.parse", "csv",
+    "xml.etree.ElementTree", "xml.dom.minidom", "concurrent.futures", "queue", "bisect", "string",
+    "textwrap", "shlex", "ssl", "prometheus_client", "prometheus_client.multiprocess",
+    "prometheus_client.exposition", "prometheus_client.values", "dns.resolver", "dns.reversename",
+    "dns.rdtypes.IN.A", "dns.rdtypes.ANY.TXT", "redis", "ldap3", "pypdf", "magic", "regex", "yaml",
+)
+
+
+def check_installation_readable(user: str) -> None:
+    """After dropping privileges: the interpreter's library and our package must still be readable,
+    or later imports fail in the middle of mail. Say so now, with what to do."""
+    for path in {sysconfig.get_paths()["stdlib"], os.path.dirname(os.path.abspath(__file__))}:
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ImssError(f"milter.user {user!r} cannot read {path}: install imss-milter (and its Python) "
+                            "where that user can read it, e.g. a virtualenv made with /usr/bin/python3 "
+                            "outside /root (the Makefile does this), or run as that user")
 
 
 def send_reload(pid_file: str) -> int:

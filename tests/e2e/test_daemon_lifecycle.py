@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.test_postfix_verdicts import make_message
 from tests.helpers.daemon import MilterDaemon, run_cli
+from tests.helpers.net import free_port
 from tests.helpers.postfix import PostfixInstance, SmtpSink
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +47,8 @@ def stack():
     os.chmod(root, 0o755)
     sink = SmtpSink(root).start()
     postfix = PostfixInstance(root, relay_port=sink.port)
-    daemon = MilterDaemon(root, release_port=postfix.reinject_port, workers=2)
+    daemon = MilterDaemon(root, release_port=postfix.reinject_port, workers=2,
+                          metrics_listen=f"127.0.0.1:{free_port()}")
     with open(daemon.config) as handle:
         text = handle.read().replace('user: ""', "user: nobody")
     with open(daemon.config, "w") as handle:
@@ -127,3 +129,21 @@ def test_a_zipped_executable_is_quarantined_after_privileges_are_dropped(stack):
     listing = json.loads(daemon.cli("quarantine", "list", "--json", check=True).stdout)
     [entry] = [e for e in listing if "e2e-dropped" in e["subject"]]
     assert entry["rules"][0] == "block-executables"
+
+
+def test_metrics_are_served_by_a_daemon_running_as_nobody(stack):
+    """Everything imported late (prometheus-client's HTTP server, our own modules) is loaded before setuid."""
+    import urllib.request
+    sink, postfix, daemon = stack
+    with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=60) as client:
+        client.sendmail("alice@example.org", ["bob@example.com"], make_message("metrics e2e-nobody"))
+    assert sink.wait_for(1, subject_contains="e2e-nobody")
+    url = f"http://{daemon.metrics_listen}/metrics"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        if 'imss_messages_total{direction="inbound",verdict="deliver"}' in text:
+            break
+        time.sleep(0.3)
+    assert 'imss_messages_total{direction="inbound",verdict="deliver"}' in text
+    assert "Traceback" not in daemon.log() and "No module named" not in daemon.log()
