@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pwd
 import smtplib
-import tempfile
 import time
 
 import pytest
@@ -13,7 +12,8 @@ import pytest
 from tests.e2e.test_postfix_verdicts import make_message
 from tests.helpers.daemon import MilterDaemon, run_cli
 from tests.helpers.net import free_port
-from tests.helpers.postfix import PostfixInstance, SmtpSink
+from tests.helpers.stack import e2e_root, mail_stack
+
 
 pytestmark = pytest.mark.e2e
 
@@ -43,23 +43,18 @@ def children(pid: int) -> list[int]:
 def stack():
     if os.geteuid() != 0:
         pytest.skip("privilege drop needs root")
-    root = tempfile.mkdtemp(prefix="imss-life-")
-    os.chmod(root, 0o755)
-    sink = SmtpSink(root).start()
-    postfix = PostfixInstance(root, relay_port=sink.port)
-    daemon = MilterDaemon(root, release_port=postfix.reinject_port, workers=2,
-                          metrics_listen=f"127.0.0.1:{free_port()}")
-    with open(daemon.config) as handle:
-        text = handle.read().replace('user: ""', "user: nobody")
-    with open(daemon.config, "w") as handle:
-        handle.write(text)
-    daemon.start()
-    postfix.milter = daemon.milter_spec
-    postfix.start()
-    yield sink, postfix, daemon
-    postfix.stop()
-    daemon.stop()
-    sink.stop()
+    root = e2e_root("imss-life-")
+
+    def make_daemon(postfix):
+        daemon = MilterDaemon(root, release_port=postfix.reinject_port, workers=2,
+                              metrics_listen=f"127.0.0.1:{free_port()}")
+        with open(daemon.config) as handle:
+            text = handle.read().replace('user: ""', "user: nobody")
+        with open(daemon.config, "w") as handle:
+            handle.write(text)
+        return daemon
+    with mail_stack(root, make_daemon) as parts:
+        yield parts
 
 
 def test_drops_privileges_and_runs_one_worker_per_setting(stack):

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import smtplib
-import tempfile
 import time
 import uuid
 from email.message import EmailMessage
@@ -24,7 +23,8 @@ from email.mime.text import MIMEText
 import pytest
 
 from tests.helpers.daemon import MilterDaemon
-from tests.helpers.postfix import PostfixInstance, SmtpSink
+from tests.helpers.stack import e2e_root, mail_stack
+
 
 pytestmark = pytest.mark.e2e
 
@@ -61,29 +61,23 @@ policies:
 
 @pytest.fixture(scope="module")
 def stack():
-    root = tempfile.mkdtemp(prefix="imss-e2e-actions-")
-    os.chmod(root, 0o755)
-    sink = SmtpSink(root).start()
-    postfix = PostfixInstance(root, relay_port=sink.port)
-    # notifications go through Postfix's milter-less reinjection port, so they reach the sink too
-    notifications = f"""\
+    root = e2e_root("imss-e2e-actions-")
+
+    def make_daemon(postfix):
+        # notifications go through Postfix's milter-less reinjection port, so they reach the sink too
+        notifications = f"""\
 notifications:
   smtp: "127.0.0.1:{postfix.reinject_port}"
   from: postmaster@example.com
   admins: [admin@example.com]
   retry_interval: 1s
 """
-    daemon = MilterDaemon(root, rules={"50-actions.yaml": RULES}, shipped_rules=False,
-                          release_port=postfix.reinject_port, extra_config=notifications)
+        return MilterDaemon(root, rules={"50-actions.yaml": RULES}, shipped_rules=False,
+                            release_port=postfix.reinject_port, extra_config=notifications)
     try:
-        daemon.start()
-        postfix.milter = daemon.milter_spec
-        postfix.start()
-        yield sink, postfix, daemon
+        with mail_stack(root, make_daemon) as parts:
+            yield parts
     finally:
-        postfix.stop()
-        daemon.stop()
-        sink.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

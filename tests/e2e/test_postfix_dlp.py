@@ -4,16 +4,15 @@ what the administrator's tools show is masked."""
 from __future__ import annotations
 
 import json
-import os
 import smtplib
-import tempfile
 import uuid
 from email.message import EmailMessage
 
 import pytest
 
 from tests.helpers.daemon import MilterDaemon
-from tests.helpers.postfix import PostfixInstance, SmtpSink
+from tests.helpers.postfix import PostfixInstance
+from tests.helpers.stack import e2e_root, mail_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -57,18 +56,10 @@ def make_message(subject: str, numbers: list[str]) -> bytes:
 
 @pytest.fixture(scope="module")
 def stack():
-    root = tempfile.mkdtemp(prefix="imss-e2e-dlp-")
-    os.chmod(root, 0o755)
-    sink = SmtpSink(root).start()
-    postfix = PostfixInstance(root, relay_port=sink.port)
-    daemon = MilterDaemon(root, rules={"50-dlp.yaml": DLP_RULES}, release_port=postfix.reinject_port)
-    daemon.start()
-    postfix.milter = daemon.milter_spec
-    postfix.start()
-    yield sink, postfix, daemon
-    postfix.stop()
-    daemon.stop()
-    sink.stop()
+    root = e2e_root("imss-e2e-dlp-")
+    with mail_stack(root, lambda postfix: MilterDaemon(root, rules={"50-dlp.yaml": DLP_RULES},
+                                                       release_port=postfix.reinject_port)) as parts:
+        yield parts
 
 
 def send(postfix: PostfixInstance, raw: bytes, sender: str = "alice@example.com", rcpt: str = "buyer@partner.test"):

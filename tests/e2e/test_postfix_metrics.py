@@ -11,7 +11,6 @@ import os
 import shutil
 import smtplib
 import socket
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -22,8 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.daemon import MilterDaemon
 from tests.helpers.net import free_port
-from tests.helpers.postfix import PostfixInstance, SmtpSink
+
 from tests.helpers.rbldnsd import Rbldnsd
+from tests.helpers.stack import e2e_root, mail_stack
 
 pytestmark = [
     pytest.mark.e2e,
@@ -59,11 +59,8 @@ policies:
 
 @pytest.fixture(scope="module")
 def stack():
-    root = tempfile.mkdtemp(prefix="imss-e2e-metrics-")
-    os.chmod(root, 0o755)
+    root = e2e_root("imss-e2e-metrics-")
     dns = Rbldnsd({ZONE: ("ip4set", f"{LISTED_IP} :127.0.0.2:listed\n")}, ttl=300).start()
-    sink = SmtpSink(root).start()
-    postfix = PostfixInstance(root, relay_port=sink.port)
     listen = f"127.0.0.1:{free_port()}"
     extra = f"""\
 dns: {{nameservers: ["127.0.0.1"], port: {dns.port}, timeout: 3s}}
@@ -72,17 +69,12 @@ sender_filtering:
     zones:
       - {{zone: {ZONE}, codes: {{"127.0.0.2": spam-source}}, action: reject}}
 """
-    daemon = MilterDaemon(root, rules={"50-metrics.yaml": RULES}, release_port=postfix.reinject_port,
-                          extra_config=extra, metrics_listen=listen)
     try:
-        daemon.start()
-        postfix.milter = daemon.milter_spec
-        postfix.start()
-        yield sink, postfix, daemon, listen
+        with mail_stack(root, lambda postfix: MilterDaemon(
+                root, rules={"50-metrics.yaml": RULES}, release_port=postfix.reinject_port,
+                extra_config=extra, metrics_listen=listen)) as (sink, postfix, daemon):
+            yield sink, postfix, daemon, listen
     finally:
-        postfix.stop()
-        daemon.stop()
-        sink.stop()
         dns.stop()
         shutil.rmtree(root, ignore_errors=True)
 

@@ -14,7 +14,6 @@ import os
 import shutil
 import smtplib
 import socket
-import tempfile
 import time
 import uuid
 from email.message import EmailMessage
@@ -22,8 +21,9 @@ from email.message import EmailMessage
 import pytest
 
 from tests.helpers.daemon import MilterDaemon
-from tests.helpers.postfix import PostfixInstance, SmtpSink
+from tests.helpers.postfix import PostfixInstance
 from tests.helpers.rbldnsd import Rbldnsd
+from tests.helpers.stack import e2e_root, mail_stack
 
 pytestmark = [
     pytest.mark.e2e,
@@ -74,25 +74,17 @@ sender_filtering:
 
 @pytest.fixture(scope="module")
 def stack():
-    root = tempfile.mkdtemp(prefix="imss-e2e-sender-")
-    os.chmod(root, 0o755)
+    root = e2e_root("imss-e2e-sender-")
     dns = Rbldnsd(ZONES, ttl=300).start()
     recipients_file = os.path.join(root, "recipients.txt")
     with open(recipients_file, "w") as handle:
         handle.write(RECIPIENTS)
-    sink = SmtpSink(root).start()
-    postfix = PostfixInstance(root, relay_port=sink.port)
-    daemon = MilterDaemon(root, rules={"50-reputation.yaml": TAG_RULE}, release_port=postfix.reinject_port,
-                          extra_config=sender_config(dns.port, recipients_file))
     try:
-        daemon.start()
-        postfix.milter = daemon.milter_spec
-        postfix.start()
-        yield sink, postfix, daemon, dns
+        with mail_stack(root, lambda postfix: MilterDaemon(
+                root, rules={"50-reputation.yaml": TAG_RULE}, release_port=postfix.reinject_port,
+                extra_config=sender_config(dns.port, recipients_file))) as (sink, postfix, daemon):
+            yield sink, postfix, daemon, dns
     finally:
-        postfix.stop()
-        daemon.stop()
-        sink.stop()
         dns.stop()
         shutil.rmtree(root, ignore_errors=True)
 

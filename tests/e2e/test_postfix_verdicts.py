@@ -12,7 +12,6 @@ import os
 import signal
 import smtplib
 import struct
-import tempfile
 import time
 import uuid
 from email.message import EmailMessage
@@ -20,7 +19,8 @@ from email.message import EmailMessage
 import pytest
 
 from tests.helpers.daemon import MilterDaemon
-from tests.helpers.postfix import PostfixInstance, SmtpSink
+from tests.helpers.postfix import PostfixInstance
+from tests.helpers.stack import e2e_root, mail_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -74,18 +74,10 @@ def make_message(subject: str, body: str = "Hello.\n", sender: str = "alice@exam
 
 @pytest.fixture(scope="module")
 def stack():
-    root = tempfile.mkdtemp(prefix="imss-e2e-")
-    os.chmod(root, 0o755)
-    sink = SmtpSink(root).start()
-    postfix = PostfixInstance(root, relay_port=sink.port)
-    daemon = MilterDaemon(root, rules={"50-test.yaml": TEST_RULES}, release_port=postfix.reinject_port)
-    daemon.start()
-    postfix.milter = daemon.milter_spec
-    postfix.start()
-    yield sink, postfix, daemon
-    postfix.stop()
-    daemon.stop()
-    sink.stop()
+    root = e2e_root("imss-e2e-")
+    with mail_stack(root, lambda postfix: MilterDaemon(root, rules={"50-test.yaml": TEST_RULES},
+                                                       release_port=postfix.reinject_port)) as parts:
+        yield parts
 
 
 def send(postfix: PostfixInstance, raw: bytes, sender="alice@example.org", rcpts=("bob@example.com",)):
