@@ -172,6 +172,11 @@ def _decompress_zlib(data: bytes, wbits: int, budget: Budget, result: Expansion,
         pending = decompressor.unconsumed_tail
         if not chunk and not pending:
             break
+    return _bounded_output(out, total, cap, ratio_cap, budget_cap, budget, result, label)
+
+
+def _bounded_output(out, total, cap, ratio_cap, budget_cap, budget: Budget, result: Expansion, label: str) -> bytes:
+    """What a decompressor produced, cut at the cap (noting which limit cut it) and charged to the budget."""
     if total > cap:
         _note_cap(result, label, total, cap, ratio_cap, budget_cap)
     budget.expanded += total
@@ -205,11 +210,7 @@ def _decompress_other(data: bytes, make, budget: Budget, result: Expansion, labe
             break
         if not chunk and decompressor.needs_input:
             break
-    if total > cap:
-        _note_cap(result, label, total, cap, ratio_cap, budget_cap)
-    budget.expanded += total
-    joined = b"".join(out)
-    return joined[:cap] if total > cap else joined
+    return _bounded_output(out, total, cap, ratio_cap, budget_cap, budget, result, label)
 
 
 # --- zip ---------------------------------------------------------------------
