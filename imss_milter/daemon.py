@@ -46,6 +46,7 @@ MILTER_NAME = "imss-milter"
 RETENTION_INTERVAL = 3600.0
 VACUUM_INTERVAL = 86400.0
 WORKER_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
+LISTENER_EXIT_GRACE = 15        # libmilter polls its stop flag every 5 s
 
 
 def socket_path(spec: str) -> str | None:
@@ -342,7 +343,8 @@ class Master:
             except ChildProcessError:
                 break
             if pid:
-                self.workers.pop(pid, None)
+                if self.workers.pop(pid, None) is not None:
+                    log.info("worker %d finished", pid)
             else:
                 time.sleep(0.1)
         for pid in list(self.workers):
@@ -411,6 +413,8 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
                 if os.getppid() != master:
                     log.error("master process is gone: stopping")
                 activity.draining = True
+                if activity.active:
+                    log.info("worker %d: waiting for %d connection(s) in flight", os.getpid(), activity.active)
                 if not activity.wait_idle(settings.milter.timeout):
                     log.warning("gave up waiting for %d connection(s) in flight", activity.active)
                 runtime.stop_log_writer()        # every tracking record written before we exit
@@ -418,6 +422,13 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
                 sync_metrics()
                 flush_metrics()
                 libmilter.stop()
+                # libmilter's listener notices the stop at its next poll (every 5 s). Everything is
+                # written by now, so a listener that does not come back must not hold up the master.
+                if not main_returned.wait(LISTENER_EXIT_GRACE):
+                    log.warning("worker %d: milter loop did not return %d s after stop: exiting",
+                                os.getpid(), LISTENER_EXIT_GRACE)
+                    logging.shutdown()
+                    os._exit(0)
                 return
             if generation.value != seen:
                 seen = generation.value
@@ -425,12 +436,15 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
                 if sources is not None:
                     runtime.reload(sources)
 
+    main_returned = threading.Event()
     threading.Thread(target=watch, name="imss-watch", daemon=True).start()
     try:
         libmilter.main()
     except libmilter.error as exc:
         log.error("milter loop failed: %s", exc)
         return 1
+    finally:
+        main_returned.set()
     return 0
 
 

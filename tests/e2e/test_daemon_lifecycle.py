@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import smtplib
+import subprocess
 import time
 
 import pytest
@@ -89,8 +90,11 @@ def test_sigterm_finishes_the_message_in_flight(stack):
         client.close()
     [captured] = sink.wait_for(1, subject_contains="e2e-sigterm")
     assert captured.recipients == ["bob@example.com"]
-    daemon.proc.wait(30)
-    assert daemon.proc.returncode == 0
+    try:
+        daemon.proc.wait(40)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the daemon did not exit after its last connection closed\n" + daemon.log())
+    assert daemon.proc.returncode == 0, daemon.log()
     assert not os.path.exists(daemon.pid_file)
     assert not os.path.exists(daemon.socket)
 
