@@ -8,11 +8,15 @@ one it started with), the store, and the optional sender filter.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
+from .engines import build_engines
 from .engines.dlp import DlpEngine, load_dlp_patterns
 from .errors import ImssError
 from .metrics import NullMetrics
@@ -70,11 +74,18 @@ def direction_of(envelope: Envelope, internal_domains) -> str:
     return "inbound"
 
 
+class EngineTimeout(Exception):
+    """An engine's prepare() did not finish within its timeout."""
+
+
 class TimedEngine:
     """An engine as one message's policy evaluation sees it: the time of each check is added to
     timings[stage] and each exception is counted, so imss_scan_seconds has a stage per engine
     (engines run lazily, inside policy evaluation) and imss_engine_errors_total{engine} counts.
-    The exception itself still propagates: the milter answers per on_error."""
+
+    A failure (also one its prepare() left in scratch) propagates, so the milter answers per
+    milter.on_error, unless the engine's own on_error is accept: then its conditions do not hold
+    and the failure is logged once per message."""
 
     def __init__(self, engine, stage: str, timings: dict, on_error):
         self.engine = engine
@@ -85,15 +96,77 @@ class TimedEngine:
     def check(self, condition: str, argument, model, envelope, scratch: dict):
         started = time.perf_counter()
         try:
+            failed = scratch.get((PREPARE_ERROR, self.stage))
+            if failed is not None:
+                raise failed
             return self.engine.check(condition, argument, model, envelope, scratch)
-        except Exception:
-            self.on_error(self.stage)
-            raise
+        except Exception as exc:
+            options = getattr(self.engine, "options", None)
+            if getattr(options, "on_error", "tempfail") != "accept":
+                if (PREPARE_ERROR, self.stage) not in scratch:
+                    self.on_error(self.stage)
+                raise
+            if (ACCEPTED_ERROR, self.stage) not in scratch:
+                scratch[(ACCEPTED_ERROR, self.stage)] = exc
+                self.on_error(self.stage)
+                log.warning("%s: engine %s failed (%s); on_error is accept: its conditions do not hold",
+                            envelope.queue_id or "NOQUEUE", self.stage, exc)
+            return []
         finally:
             self.timings[self.stage] = self.timings.get(self.stage, 0.0) + (time.perf_counter() - started)
 
     def __getattr__(self, name):
         return getattr(self.engine, name)
+
+
+PREPARE_ERROR = "prepare-error"
+ACCEPTED_ERROR = "accepted-error"
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def engine_pool() -> ThreadPoolExecutor:
+    """This process's pool for engines' prepare() (made after fork: threads do not survive one)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=16, thread_name_prefix="imss-engine"))
+        return _pool[1]
+
+
+def prepare_engines(engines: dict, needed, model, envelope, scratch: dict, timings: dict) -> None:
+    """Run prepare() of the needed engines that have one, concurrently, each within its timeout.
+
+    A failure is kept in scratch and raised when a condition asks that engine (TimedEngine), so a
+    rule that does not depend on the engine's answer is not held up by it."""
+    jobs = [(name, engines[name]) for name in sorted(needed)
+            if name in engines and hasattr(engines[name], "prepare")]
+    if not jobs:
+        return
+
+    def run(name, engine):
+        started = time.perf_counter()
+        try:
+            engine.prepare(model, envelope, scratch)
+        finally:
+            timings[name] = timings.get(name, 0.0) + (time.perf_counter() - started)
+
+    if len(jobs) == 1:
+        name, engine = jobs[0]
+        try:
+            run(name, engine)
+        except Exception as exc:   # noqa: BLE001 - answered when a condition asks (TimedEngine)
+            scratch[(PREPARE_ERROR, name)] = exc
+        return
+    futures = [(name, engine, engine_pool().submit(run, name, engine)) for name, engine in jobs]
+    for name, engine, future in futures:
+        timeout = getattr(getattr(engine, "options", None), "timeout", None)
+        try:
+            future.result(timeout=timeout)
+        except FutureTimeout:
+            scratch[(PREPARE_ERROR, name)] = EngineTimeout(f"engine {name} took longer than {timeout:g}s")
+        except Exception as exc:   # noqa: BLE001 - answered when a condition asks (TimedEngine)
+            scratch[(PREPARE_ERROR, name)] = exc
 
 
 class Runtime:
@@ -103,7 +176,8 @@ class Runtime:
         self.settings = settings
         self._store = store
         self._store_lock = threading.Lock()
-        self.engines: dict = {"dlp": DlpEngine()}     # built in: no service behind it
+        # DLP is built in (no service, no section); the others come from the engines section
+        self.engines: dict = {"dlp": DlpEngine(), **build_engines(settings)}
         self.generation = 0
         self.errors: dict[str, int] = {}
         self.metrics = NullMetrics()     # the daemon swaps in prometheus metrics when metrics.listen is set
@@ -175,6 +249,10 @@ class Runtime:
         """In a freshly forked worker: never share the parent's database connections or locks."""
         self._store = None
         self._store_lock = threading.Lock()
+        for engine in self.engines.values():
+            reset = getattr(engine, "reset_after_fork", None)
+            if reset is not None:
+                reset()          # connections (clamd, DNS pools) belong to the parent
         if self.sender_filter is not None:
             # its SQLite connections and DNS thread pool belong to the parent: build our own
             self.sender_filter = self.build_sender_filter()
@@ -224,7 +302,9 @@ class Runtime:
         engines = {**self.engines, "dlp": self.engines["dlp"].for_rules(rules)}
         engines = {name: TimedEngine(engine, name, timings, self.metrics.engine_error)
                    for name, engine in engines.items()}
-        verdict = rules.evaluate(envelope, model, engines)
+        scratch: dict = {}
+        prepare_engines(engines, rules.engines_for(envelope), model, envelope, scratch, timings)
+        verdict = rules.evaluate(envelope, model, engines, scratch=scratch)
         # engines ran inside the evaluation: their stages are theirs, "policy" is what is left
         engine_seconds = sum(seconds for stage, seconds in timings.items() if stage != "parse")
         timings["policy"] = max(0.0, time.perf_counter() - parsed - engine_seconds)

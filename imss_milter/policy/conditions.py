@@ -434,6 +434,20 @@ class SenderAddress(Condition):
 
 # ---------------------------------------------------------------- engine conditions
 
+def engines_of(condition: Condition | None) -> set[str]:
+    """The engines a condition tree asks (ENGINE_OF_CONDITION values)."""
+    if condition is None:
+        return set()
+    if isinstance(condition, EngineCondition):
+        return {condition.engine}
+    found: set[str] = set()
+    for child in getattr(condition, "children", ()):
+        found |= engines_of(child)
+    if isinstance(condition, Not):
+        found |= engines_of(condition.child)
+    return found
+
+
 class EngineCondition(Condition):
     def __init__(self, name: str, argument):
         self.name = name

@@ -91,8 +91,8 @@ class EvalContext:
         self.engine_scratch: dict = {}          # engines keep per-message state here (one scan, many asks)
         self._texts: dict = {}
         self._noted: set = set()
-        self.sender = _lower(envelope.sender)
-        self.recipients = [_lower(r) for r in envelope.recipients]
+        self.sender = normalise_address(envelope.sender)
+        self.recipients = [normalise_address(r) for r in envelope.recipients]
         # every part that is a file rather than body text: what attachment.* conditions look at
         self.file_parts = [p for p in model.parts if not p.is_text_body]
 
@@ -123,5 +123,5 @@ class EvalContext:
         return text, text.lower()
 
 
-def _lower(address: str | None) -> str:
+def normalise_address(address: str | None) -> str:
     return (address or "").strip().strip("<>").strip().lower()

@@ -14,8 +14,8 @@ from typing import Any, Mapping
 from ..mime.model import Limits, MessageModel
 from .actions import CompiledActions
 from .addresses import ANY, Selector
-from .conditions import Condition, matched_paths
-from .context import EvalContext
+from .conditions import Condition, engines_of, matched_paths
+from .context import EvalContext, normalise_address
 from .types import ACTION_STRENGTH, Envelope, Modification, Verdict
 
 
@@ -69,14 +69,28 @@ class RuleSet:
     def enabled_policies(self) -> list[Policy]:
         return [policy for policy in self.policies if policy.enabled]
 
+    def engines_for(self, envelope: Envelope) -> set[str]:
+        """The engines the enabled policies whose route matches this envelope may ask."""
+        sender = normalise_address(envelope.sender)
+        recipients = [normalise_address(rcpt) for rcpt in envelope.recipients]
+        needed: set[str] = set()
+        for policy in self.policies:
+            if policy.enabled and policy.condition is not None and policy.route.matches(sender, recipients):
+                needed |= engines_of(policy.condition)
+        return needed
+
     def required_engines(self) -> set[str]:
         """Engine names (antivirus, spam, dlp, url, sender_reputation) some enabled policy asks."""
         return set(self.engines_used)
 
     def evaluate(self, envelope: Envelope, model: MessageModel,
-                 engines: Mapping[str, Any] | None = None) -> Verdict:
-        """Run every enabled policy in order; the strongest terminal action of the matches wins."""
+                 engines: Mapping[str, Any] | None = None, scratch: dict | None = None) -> Verdict:
+        """Run every enabled policy in order; the strongest terminal action of the matches wins.
+
+        `scratch` is the engines' per-message state (what their prepare() already found)."""
         ctx = EvalContext(envelope, model, engines, self.limits)
+        if scratch is not None:
+            ctx.engine_scratch = scratch
         verdict = Verdict()
         best = 0
         matched_any_terminal = False

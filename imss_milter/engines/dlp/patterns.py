@@ -9,12 +9,11 @@ rule files are merged after it, so they can still replace any name.
 from __future__ import annotations
 
 import glob
-import importlib
-import importlib.resources
 import os
 import threading
 
 from ...errors import ConfigError
+from .. import component_dir
 from ...settings import type_name
 from ...yamlconf import loads_yaml, read_text
 
@@ -25,28 +24,17 @@ _parsed: dict[tuple, object] = {}
 _parsed_lock = threading.Lock()
 
 
-def shipped_patterns_dir() -> str:
-    """The patterns/ directory installed with the package (the seed set)."""
-    resources = importlib.resources.files("imss_milter.patterns")
-    try:
-        return os.fspath(resources)
-    except TypeError:
-        # a namespace package (no __init__.py) gives a MultiplexedPath: take its first directory
-        return next(iter(importlib.import_module("imss_milter.patterns").__path__))
-
-
 def dlp_patterns_dir(patterns_dir: str | None) -> str:
     """Where the DLP pattern files are read from: the installed version when there is one, else the seed."""
-    if patterns_dir:
-        installed = os.path.join(patterns_dir, "current", DLP_SUBDIR)
-        if os.path.isdir(installed):
-            return installed
-    return os.path.join(shipped_patterns_dir(), DLP_SUBDIR)
+    return component_dir(patterns_dir, DLP_SUBDIR)
 
 
 def dlp_pattern_files(patterns_dir: str | None) -> list[str]:
     """The *.yaml files of the DLP pattern directory, in name order."""
-    directory = dlp_patterns_dir(patterns_dir)
+    return _yaml_files(dlp_patterns_dir(patterns_dir))
+
+
+def _yaml_files(directory: str) -> list[str]:
     return sorted(glob.glob(os.path.join(glob.escape(directory), "*.yaml")), key=os.path.basename)
 
 
@@ -56,8 +44,21 @@ def load_dlp_patterns(patterns_dir: str | None) -> list:
     None means the shipped seed set. Keys and values are checked by compile_dlp, which gets these
     before the rule files' sections.
     """
+    return _load_files(dlp_pattern_files(patterns_dir))
+
+
+def validate_component(component: str, path: str) -> None:
+    """An update's DLP files in `path` must parse and compile on their own (ConfigError otherwise)."""
+    from .config import compile_dlp
+    files = _yaml_files(path)
+    if not files:
+        raise ConfigError("a DLP pattern set needs at least one *.yaml file", path)
+    compile_dlp([], patterns=_load_files(files))
+
+
+def _load_files(paths: list[str]) -> list:
     sections = []
-    for path in dlp_pattern_files(patterns_dir):
+    for path in paths:
         data = _parse(path)
         if data is None:
             continue        # an empty file defines nothing
