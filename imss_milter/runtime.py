@@ -119,6 +119,7 @@ class TimedEngine:
         return getattr(self.engine, name)
 
 
+UNDELIVERED = ("reject", "tempfail", "delete", "quarantine")
 PREPARE_ERROR = "prepare-error"
 ACCEPTED_ERROR = "accepted-error"
 _pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -176,8 +177,9 @@ class Runtime:
         self.settings = settings
         self._store = store
         self._store_lock = threading.Lock()
-        # DLP is built in (no service, no section); the others come from the engines section
-        self.engines: dict = {"dlp": DlpEngine(), **build_engines(settings)}
+        # engines that read no pattern files; the pattern engines (engines section: antivirus, spam,
+        # url) are built with each rule set, so a reload or an update swaps rules and patterns together
+        self.engines: dict = {"dlp": DlpEngine()}
         self.generation = 0
         self.errors: dict[str, int] = {}
         self.metrics = NullMetrics()     # the daemon swaps in prometheus metrics when metrics.listen is set
@@ -194,6 +196,8 @@ class Runtime:
             self.sender_filter = sender_filter if sender_filter is not None else self.build_sender_filter()
         if self.sender_filter is not None and self.sender_filter.enabled:
             self.engines["sender_reputation"] = ReputationEngine()
+        if rules is not None and not rules.engines:
+            rules.engines = build_engines(settings)
         self._rules = rules if rules is not None else self.load_rules()
 
     def build_sender_filter(self, validate_only: bool = False):
@@ -224,8 +228,12 @@ class Runtime:
             sources = self.read_rules()
         # read at every (re)load: an updated pattern set is picked up with the rules
         dlp_patterns = load_dlp_patterns(self.settings.patterns_dir)
-        return compile_rules(sources, internal_domains=self.settings.internal_domains,
-                             limits=self.settings.limits, engines=list(self.engines), dlp_patterns=dlp_patterns)
+        pattern_engines = build_engines(self.settings)
+        rules = compile_rules(sources, internal_domains=self.settings.internal_domains,
+                              limits=self.settings.limits, engines=[*self.engines, *pattern_engines],
+                              dlp_patterns=dlp_patterns)
+        rules.engines = pattern_engines
+        return rules
 
     @property
     def rules(self):
@@ -249,7 +257,7 @@ class Runtime:
         """In a freshly forked worker: never share the parent's database connections or locks."""
         self._store = None
         self._store_lock = threading.Lock()
-        for engine in self.engines.values():
+        for engine in [*self.engines.values(), *self._rules.engines.values()]:
             reset = getattr(engine, "reset_after_fork", None)
             if reset is not None:
                 reset()          # connections (clamd, DNS pools) belong to the parent
@@ -299,12 +307,21 @@ class Runtime:
         parsed = time.perf_counter()
         timings["parse"] = parsed - started
         # the DLP engine reads the templates of the rule set judging this message
-        engines = {**self.engines, "dlp": self.engines["dlp"].for_rules(rules)}
+        engines = {**self.engines, **rules.engines, "dlp": self.engines["dlp"].for_rules(rules)}
         engines = {name: TimedEngine(engine, name, timings, self.metrics.engine_error)
                    for name, engine in engines.items()}
         scratch: dict = {}
-        prepare_engines(engines, rules.engines_for(envelope), model, envelope, scratch, timings)
+        needed = rules.engines_for(envelope)
+        for name in list(needed):       # an engine that reads another's findings (spam: url) needs it run
+            needed |= set(getattr(engines.get(name), "uses", ()))
+        prepare_engines(engines, needed, model, envelope, scratch, timings)
         verdict = rules.evaluate(envelope, model, engines, scratch=scratch)
+        if verdict.action not in UNDELIVERED:
+            # engines may change a delivered message themselves (the spam score header)
+            for name in sorted(needed & set(engines)):
+                extra = getattr(engines[name].engine, "modifications", None)
+                if extra is not None:
+                    verdict.modifications += list(extra(scratch))
         # engines ran inside the evaluation: their stages are theirs, "policy" is what is left
         engine_seconds = sum(seconds for stage, seconds in timings.items() if stage != "parse")
         timings["policy"] = max(0.0, time.perf_counter() - parsed - engine_seconds)

@@ -63,6 +63,7 @@ class RuleSet:
     limits: Limits = field(default_factory=Limits)
     dlp: list = field(default_factory=list)            # raw `dlp:` sections (LDict), for the DLP engine
     engines_used: dict = field(default_factory=dict)   # engine name -> condition names using it
+    engines: dict = field(default_factory=dict)        # pattern engines built with these rules (runtime)
     warnings: list[str] = field(default_factory=list)
 
     @property
