@@ -307,7 +307,7 @@ class Runtime:
         parsed = time.perf_counter()
         timings["parse"] = parsed - started
         # the DLP engine reads the templates of the rule set judging this message
-        engines = {**self.engines, **rules.engines, "dlp": self.engines["dlp"].for_rules(rules)}
+        engines = {**rules.engines, **self.engines, "dlp": self.engines["dlp"].for_rules(rules)}
         engines = {name: TimedEngine(engine, name, timings, self.metrics.engine_error)
                    for name, engine in engines.items()}
         scratch: dict = {}
