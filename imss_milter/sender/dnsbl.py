@@ -150,9 +150,13 @@ class ZoneResolver:
 
     def lookup(self, ip: str) -> ZoneResult:
         name = query_name(ip, self.zone.zone)
-        zone = self.zone.zone
         if name is None:
-            return ZoneResult(zone, "clean", error="not an IP address")
+            return ZoneResult(self.zone.zone, "clean", error="not an IP address")
+        return self.lookup_name(name)
+
+    def lookup_name(self, name: str) -> ZoneResult:
+        """The zone's answer for an already built query name (URI blocklists query domains, not IPs)."""
+        zone = self.zone.zone
         with self._lock:
             self.queries_sent += 1
         try:
