@@ -1,0 +1,259 @@
+"""The built-in signature set: ClamAV-format hash signatures (.hdb, .hsb) and YARA rules, loaded from one directory.
+
+Hash signatures are looked up by size first, so a part whose size no
+signature has is never hashed; YARA rules are compiled once per set and
+matched with the GIL released (yara-python), so a large attachment does
+not stall other connections. Every file problem is a ConfigError with the
+file and line.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+
+import yara
+
+from ...errors import ConfigError
+from .categories import CATEGORIES, category_from_name, normalise_category
+
+HASH_EXTENSIONS = {".hdb": ("md5",), ".hsb": ("sha256", "sha1")}
+YARA_EXTENSIONS = (".yar", ".yara")
+DIGEST_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
+ANY_SIZE = None
+# yara-python scans with at most 32 threads at once (YR_MAX_THREADS); more fail with an error,
+# and a milter may have many connection threads, so the rest wait here.
+YARA_THREADS = threading.BoundedSemaphore(16)
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_NAME = re.compile(r"^[^\s:]+$")
+_YARA_ERROR = re.compile(r"^(?P<file>.*?)\((?P<line>\d+)\): (?P<message>.*)$", re.S)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One signature that matched a payload."""
+
+    name: str
+    category: str
+    kind: str            # "hash" or "yara"
+
+
+@dataclass
+class HashSignatures:
+    """size (or ANY_SIZE) -> algorithm -> digest -> signature name."""
+
+    by_size: dict = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, size, algorithm: str, digest: str, name: str) -> None:
+        self.by_size.setdefault(size, {}).setdefault(algorithm, {})[digest] = name
+        self.count += 1
+
+    def lookup(self, payload: bytes) -> list[str]:
+        """Names of the signatures whose size and digest match payload."""
+        wanted = [self.by_size[size] for size in (len(payload), ANY_SIZE) if size in self.by_size]
+        if not wanted:
+            return []
+        digests: dict[str, str] = {}
+        names = []
+        for table in wanted:
+            for algorithm, signatures in table.items():
+                if algorithm not in digests:
+                    # hashlib releases the GIL on large inputs
+                    digests[algorithm] = hashlib.new(algorithm, payload).hexdigest()
+                name = signatures.get(digests[algorithm])
+                if name is not None and name not in names:
+                    names.append(name)
+        return names
+
+
+def parse_hash_line(text: str, extension: str) -> tuple:
+    """(size or ANY_SIZE, algorithm, digest, name) from `HASH:SIZE:NAME[:FLEVEL[:FLEVEL]]`; ValueError says why."""
+    fields = text.split(":")
+    if not 3 <= len(fields) <= 5:
+        raise ValueError("expected HASH:SIZE:NAME (ClamAV hash signature format)")
+    digest, size_text, name = (item.strip() for item in fields[:3])
+    algorithm = next((algo for algo in HASH_EXTENSIONS[extension] if DIGEST_LENGTHS[algo] == len(digest)), None)
+    if algorithm is None or not _HEX.match(digest):
+        expected = " or ".join(f"{DIGEST_LENGTHS[a]} hex digits ({a.upper()})" for a in HASH_EXTENSIONS[extension])
+        raise ValueError(f"hash {digest!r}: expected {expected}")
+    if size_text == "*":
+        size = ANY_SIZE
+    elif size_text.isdigit():
+        size = int(size_text)
+    else:
+        raise ValueError(f"size {size_text!r}: expected a number of bytes or *")
+    if not _NAME.match(name):
+        raise ValueError(f"name {name!r}: expected a signature name without spaces or ':'")
+    for flevel in fields[3:]:
+        if flevel.strip() and not flevel.strip().isdigit():
+            raise ValueError(f"functionality level {flevel!r}: expected a number")
+    return size, algorithm, digest.lower(), name
+
+
+def load_hash_file(path: str, signatures: HashSignatures) -> None:
+    extension = os.path.splitext(path)[1].lower()
+    for number, line in enumerate(_read_lines(path), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            signatures.add(*parse_hash_line(text, extension))
+        except ValueError as exc:
+            raise ConfigError(str(exc), path, number) from None
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read signature file: {exc.strerror}", path) from None
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError("signature files must be UTF-8 text", path, line) from None
+
+
+def compile_yara(paths: list[str]):
+    """Compiled rules of the files (None without files); a syntax error names its file and line."""
+    if not paths:
+        return None
+    sources = {}
+    for path in paths:
+        # namespaces keep equal rule names in two files apart
+        sources[f"f{len(sources)}_{os.path.splitext(os.path.basename(path))[0]}"] = path
+    try:
+        rules = yara.compile(filepaths=sources)
+    except yara.SyntaxError as exc:
+        raise _yara_config_error(str(exc), paths) from None
+    except yara.Error as exc:
+        raise ConfigError(f"YARA rules could not be loaded: {exc}", paths[0]) from None
+    _check_yara_meta(rules, paths)
+    return rules
+
+
+def _yara_config_error(message: str, paths: list[str]) -> ConfigError:
+    match = _YARA_ERROR.match(message)
+    if match:
+        return ConfigError(f"YARA: {match['message']}", match["file"], int(match["line"]))
+    return ConfigError(f"YARA: {message}", paths[0] if len(paths) == 1 else None)
+
+
+def _check_yara_meta(rules, paths: list[str]) -> None:
+    """A rule's `category` meta must be one we know, so a typo does not silently fail a rule."""
+    for rule in rules:
+        value = rule.meta.get("category")
+        if value is None:
+            continue
+        if not isinstance(value, str) or normalise_category(value) is None:
+            path, line = _rule_location(paths, rule.identifier, str(value))
+            raise ConfigError(f"YARA rule {rule.identifier}: meta category {value!r} is not one of "
+                              f"{', '.join(CATEGORIES)}", path, line)
+
+
+def _rule_location(paths: list[str], identifier: str, value: str) -> tuple[str | None, int | None]:
+    """(file, line) of `rule <identifier>`; compiled rules do not keep where they came from, so the
+    files are searched (one that also holds the bad value wins when several define the name)."""
+    pattern = re.compile(rf"\brule\s+{re.escape(identifier)}\b")
+    found = []
+    for path in paths:
+        lines = _read_lines(path)
+        for number, line in enumerate(lines, start=1):
+            if pattern.search(line):
+                found.append((value in "\n".join(lines), path, number))
+                break
+    if not found:
+        return None, None
+    found.sort(key=lambda item: not item[0])
+    return found[0][1], found[0][2]
+
+
+@dataclass
+class SignatureSet:
+    """Everything the built-in backend matches, loaded from one pattern directory."""
+
+    directory: str
+    hashes: HashSignatures
+    yara_rules: object = None
+    files: tuple = ()
+
+    @property
+    def empty(self) -> bool:
+        return self.hashes.count == 0 and self.yara_rules is None
+
+    def scan(self, payload: bytes, timeout: float | None = None) -> list[Detection]:
+        """Every signature that matches payload (hash signatures first: they cost nothing for most sizes)."""
+        found = [Detection(name, category_from_name(name), "hash") for name in self.hashes.lookup(payload)]
+        if self.yara_rules is not None and payload:
+            seconds = max(1, int(timeout)) if timeout else 60
+            with YARA_THREADS:
+                matches = self.yara_rules.match(data=payload, timeout=seconds, fast=True)
+            for match in matches:
+                meta = match.meta
+                name = str(meta.get("name") or match.rule)
+                category = normalise_category(str(meta.get("category", ""))) or category_from_name(name)
+                found.append(Detection(name, category, "yara"))
+        unique, seen = [], set()
+        for detection in found:
+            if detection.name not in seen:
+                seen.add(detection.name)
+                unique.append(detection)
+        return unique
+
+
+def signature_files(directory: str) -> list[str]:
+    """The signature files of a directory, by name (other files, such as a README, are ignored)."""
+    extensions = (*HASH_EXTENSIONS, *YARA_EXTENSIONS)
+    paths = [path for path in glob.glob(os.path.join(glob.escape(directory), "*"))
+             if os.path.splitext(path)[1].lower() in extensions and os.path.isfile(path)]
+    return sorted(paths, key=os.path.basename)
+
+
+def load_signatures(directory: str) -> SignatureSet:
+    """Read and compile every signature file of directory; ConfigError with file and line when one is bad."""
+    files = signature_files(directory)
+    hashes = HashSignatures()
+    yara_paths = []
+    for path in files:
+        extension = os.path.splitext(path)[1].lower()
+        if extension in HASH_EXTENSIONS:
+            load_hash_file(path, hashes)
+        else:
+            yara_paths.append(path)
+    return SignatureSet(directory, hashes, compile_yara(yara_paths), tuple(files))
+
+
+# (directory, files' (path, mtime_ns, size)) -> SignatureSet: engines are rebuilt with every rule
+# (re)load, and compiling YARA each time would make a reload cost what the patterns cost
+_cache: dict[tuple, SignatureSet] = {}
+_cache_lock = threading.Lock()
+_CACHE_SIZE = 4
+
+
+def cached_signatures(directory: str) -> SignatureSet:
+    """load_signatures, reused while no file of the directory changed."""
+    key = (directory, tuple(_file_stamp(path) for path in signature_files(directory)))
+    with _cache_lock:
+        found = _cache.get(key)
+    if found is not None:
+        return found
+    loaded = load_signatures(directory)
+    with _cache_lock:
+        while len(_cache) >= _CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+        _cache[key] = loaded
+    return loaded
+
+
+def _file_stamp(path: str) -> tuple:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (path, None, None)
+    return (path, stat.st_mtime_ns, stat.st_size)
