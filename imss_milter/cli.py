@@ -15,7 +15,7 @@ from .logsetup import setup_logging
 from .policy.types import Envelope
 
 # Sub-command modules that register themselves (each has register(subparsers)).
-COMMAND_MODULES = ("quarantine", "logs", "sender")
+COMMAND_MODULES = ("quarantine", "logs", "sender", "update")
 
 
 def build_parser() -> argparse.ArgumentParser:

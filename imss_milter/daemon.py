@@ -39,6 +39,7 @@ from .milter import ImssMilter, activity
 from .policy import rules_dir_warnings
 from .runtime import Runtime
 from .store.retention import apply_log_retention, apply_retention
+from .updates import current_links, installed_versions, update_config
 
 log = logging.getLogger("imss_milter")
 
@@ -47,6 +48,7 @@ RETENTION_INTERVAL = 3600.0
 VACUUM_INTERVAL = 86400.0
 WORKER_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
 LISTENER_EXIT_GRACE = 15        # libmilter polls its stop flag every 5 s
+PATTERN_POLL_INTERVAL = 1.0     # how often the master looks for a switched patterns/current/<component>
 
 
 def socket_path(spec: str) -> str | None:
@@ -133,6 +135,9 @@ class Master:
         self.log_rows_removed = 0                    # since the last VACUUM
         self.next_vacuum = time.monotonic()
         self.rules_version = ""
+        self.pattern_links = current_links(settings.patterns_dir)
+        self.next_pattern_check = 0.0
+        self.scheduler = None
 
     # -- start-up ------------------------------------------------------------
 
@@ -191,7 +196,18 @@ class Master:
         self.runtime.event("system", "start", {"socket": spec, "workers": self.want})
         for _ in range(self.want):
             self.spawn()
+        self.start_update_schedule()
         return self.supervise()
+
+    def start_update_schedule(self) -> None:
+        """updates.schedule: the master runs `imss-milter update` itself (else the systemd timer does)."""
+        schedule = update_config(self.settings).schedule
+        if schedule is None:
+            return
+        from .updates.scheduler import UpdateScheduler, run_update_process
+        source = self.settings.source
+        self.scheduler = UpdateScheduler(schedule, lambda: run_update_process(source)).start()
+        log.info("pattern updates every %gs plus up to %gs at random", schedule.interval, schedule.random_delay)
 
     def start_metrics(self) -> None:
         """Multiprocess metrics: every process writes under state_dir/metrics, the master serves them."""
@@ -202,6 +218,8 @@ class Master:
         directory = os.path.join(self.settings.state_dir, "metrics")
         self.runtime.metrics = metrics_module.build(self.settings, directory)
         registry = metrics_module.scrape_registry(directory, lambda: self.runtime.store, self.component_versions)
+        from .updates.metrics import UpdateResultCollector
+        registry.register(UpdateResultCollector(self.settings.patterns_dir))
         try:
             self.metrics_server = metrics_module.serve(listen, registry)
         except OSError as exc:
@@ -211,9 +229,7 @@ class Master:
     def component_versions(self) -> dict:
         """What imss_pattern_version_info shows: this program, the rule set, the installed patterns."""
         versions = {"imss-milter": __version__, "rules": self.rules_version}
-        current = os.path.join(self.settings.patterns_dir, "current")
-        if os.path.islink(current):
-            versions["patterns"] = os.path.basename(os.path.realpath(current))
+        versions.update(installed_versions(self.settings.patterns_dir))
         return versions
 
     def write_pid_file(self) -> None:
@@ -288,6 +304,23 @@ class Master:
         self.generation.value = generation
         log.info("reload: workers switch to rule generation %d", generation)
 
+    def check_patterns(self) -> None:
+        """An update or rollback switched a current/<component> link: reload as on SIGHUP. The master
+        loads rules and patterns first (a set that fails keeps the old one); workers then swap per
+        connection, so messages in flight finish on the set they started with."""
+        if time.monotonic() < self.next_pattern_check:
+            return
+        self.next_pattern_check = time.monotonic() + PATTERN_POLL_INTERVAL
+        links = current_links(self.settings.patterns_dir)
+        if links == self.pattern_links:
+            return
+        self.pattern_links = links
+        versions = installed_versions(self.settings.patterns_dir)
+        log.info("pattern set changed (%s): reloading",
+                 ", ".join(f"{name} {version}" for name, version in sorted(versions.items())) or "seed set")
+        self.runtime.event("system", "patterns-changed", {"versions": versions})
+        self.do_reload()
+
     def sweep(self) -> None:
         """Hourly housekeeping in the master, off the mail path: quarantine/archive retention."""
         self.next_sweep = time.monotonic() + RETENTION_INTERVAL
@@ -321,11 +354,14 @@ class Master:
         while not self.stopping:
             if self.reload_requested:
                 self.do_reload()
+            self.check_patterns()
             self.reap()
             if time.monotonic() >= self.next_sweep:
                 self.sweep()
             time.sleep(0.2)
         log.info("stopping: waiting for %d worker(s) to finish messages in flight", len(self.workers))
+        if self.scheduler is not None:
+            self.scheduler.stop()
         # New connections find no socket (the MTA tempfails them, per milter_default_action) or, if
         # already queued, get 421 from a draining worker; open sessions finish. A worker must not leave
         # libmilter's main loop before that: pymilter cannot run callbacks once main() has returned.
@@ -451,6 +487,7 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
 def run(settings) -> int:
     """Entry point of `imss-milter run`: fail fast on bad rules, then supervise the workers."""
     Runtime(settings, store=False, sender_filter=False)     # validate before touching anything
+    update_config(settings)                                  # and the updates: section
     return Master(settings).start()
 
 

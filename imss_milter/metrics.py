@@ -30,6 +30,7 @@ METRIC_NAMES = (
     "imss_engine_errors_total", "imss_dns_lookups_total", "imss_quarantine_messages",
     "imss_archive_messages", "imss_pattern_version_info", "imss_messages_in_flight",
     "imss_milter_errors_total", "imss_notifications_total",
+    "imss_pattern_update_last_result", "imss_pattern_update_last_run_timestamp_seconds",
 )
 
 

@@ -27,7 +27,7 @@ from .yamlconf import LDict, LList, fail, load_yaml
 DEFAULT_CONFIG_PATH = "/etc/imss-milter/imss-milter.yaml"
 
 # Sections parsed elsewhere; kept untouched in Settings.raw.
-RAW_SECTIONS = ("engines", "sender_filtering", "dns", "notifications")
+RAW_SECTIONS = ("engines", "sender_filtering", "dns", "notifications", "updates")
 
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 1024, "K": 1024, "MB": 1024 ** 2, "M": 1024 ** 2,
                "GB": 1024 ** 3, "G": 1024 ** 3}
