@@ -1,6 +1,8 @@
-"""DLP cost against the number of keywords: 10 / 100 / 1,000 keywords plus 20 identifiers, over
-100 KB of text and over a 2 MB docx (built here). Scanning is one pass for all of them, so the time
-should grow far slower than the keyword count.
+"""DLP cost against the number of keywords and identifiers: 10 / 100 / 1,000 keywords plus the 20+
+identifiers over 100 KB of text and over a 2 MB docx (built here), then 1 against 20 expression
+identifiers. Scanning is one pass for all of them (a keyword trie, a Hyperscan prefilter for the
+expressions), so the time should grow far slower than the counts. Each case is also timed with one
+pass per expression identifier (the former scanner) for comparison.
 
     .venv/bin/python bench/dlp_bench.py [--repeat 5]
 """
@@ -19,6 +21,8 @@ import zipfile
 sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__))))
 
 from imss_milter.engines.dlp import compile_dlp, extract_document   # noqa: E402
+from imss_milter.engines.dlp.identifiers import ExpressionIdentifier   # noqa: E402
+from imss_milter.engines.dlp.scanner import Scanner   # noqa: E402
 from imss_milter.mime.model import Part   # noqa: E402
 from imss_milter.yamlconf import loads_yaml   # noqa: E402
 
@@ -100,19 +104,47 @@ def main(argv=None) -> int:
 
     print(f"text: {len(text) // 1024} KB; docx: {len(docx) / 1e6:.1f} MB compressed, "
           f"{len(extracted) / 1e6:.1f} M characters of text (extraction {extraction_seconds * 1000:.0f} ms)")
-    print(f"{'keywords':>9} {'identifiers':>12} {'100 KB text':>12} {'2 MB docx':>12} {'matches':>8}")
-    baseline = None
+    print("median ms; 'single' = one scan for all identifiers, 'per-id' = one pass per expression identifier")
+    print(f"{'keywords':>9} {'identifiers':>12} {'100 KB single':>14} {'per-id':>8} "
+          f"{'2 MB docx single':>17} {'per-id':>8} {'matches':>8}")
+    by_count = {}
     for count in (10, 100, 1000):
         keywords = rng.sample(vocabulary[:5000], count // 2) + rng.sample(vocabulary[5000:], count - count // 2)
         config = compile_dlp([rules(keywords)])
         text_identifiers = sum(1 for i in config.identifiers.values() if i.kind in ("expression", "keywords"))
-        text_seconds = timed(lambda: config.scanner.scan(text), args.repeat)
-        docx_seconds = timed(lambda: config.scanner.scan(extracted), max(1, args.repeat // 2)) + extraction_seconds
+        figures = [timed(lambda: config.scanner.scan(subject), repeat)
+                   for single in (True, False) for subject, repeat in ((text, args.repeat),
+                                                                        (extracted, max(1, args.repeat // 2)))
+                   if _mode(config.scanner, single)]
+        del config.scanner.single_pass
+        single_text, single_docx, separate_text, separate_docx = figures
+        by_count[count] = single_text
         matches = sum(len(m) for m in config.scanner.scan(text).matches.values())
-        baseline = baseline or text_seconds
-        print(f"{count:>9} {text_identifiers:>12} {text_seconds * 1000:>9.1f} ms {docx_seconds * 1000:>9.0f} ms "
-              f"{matches:>8}   ({text_seconds / baseline:.2f}x the 10-keyword time)")
+        print(f"{count:>9} {text_identifiers:>12} {single_text * 1000:>14.1f} {separate_text * 1000:>8.1f} "
+              f"{(single_docx + extraction_seconds) * 1000:>17.0f} {(separate_docx + extraction_seconds) * 1000:>8.0f}"
+              f" {matches:>8}")
+    print(f"1,000 keywords / 10 keywords (100 KB, single): {by_count[1000] / by_count[10]:.2f}x")
+
+    expressions = [i for i in compile_dlp([rules(vocabulary[:10])]).identifiers.values()
+                   if isinstance(i, ExpressionIdentifier)]
+    expressions += [ExpressionIdentifier(f"variant-{n}", f"REF{n}-\\d{{5}}(?!\\d)") for n in range(20)]
+    print(f"{'expression identifiers':>24} {'100 KB single':>14} {'per-id':>8}")
+    by_size = {}
+    for size in (1, 20):
+        scanner = Scanner({i.name: i for i in expressions[:size]})
+        single = timed(lambda: scanner.scan(text), args.repeat * 4)
+        scanner.single_pass = False
+        separate = timed(lambda: scanner.scan(text), args.repeat * 4)
+        by_size[size] = (single, separate)
+        print(f"{size:>24} {single * 1000:>14.2f} {separate * 1000:>8.2f}")
+    print(f"20 identifiers / 1 identifier (100 KB): single {by_size[20][0] / by_size[1][0]:.1f}x, "
+          f"per-id {by_size[20][1] / by_size[1][1]:.1f}x")
     return 0
+
+
+def _mode(scanner, single: bool) -> bool:
+    scanner.single_pass = single
+    return True
 
 
 if __name__ == "__main__":
