@@ -361,3 +361,15 @@ def test_no_header_without_the_option_or_without_a_result(tmp_path):
     _, scratch = run(engine, message(subject="winner"))
     assert engine.modifications(scratch) == []
     assert make_engine(tmp_path / "other", "score_header: X-Spam").modifications({}) == []
+
+
+def test_url_findings_written_while_the_spam_engine_prepares_still_count(tmp_path):
+    # the runtime runs the URL engine's prepare alongside this one: its findings may land after ours
+    engine = make_engine(tmp_path, "url_scores: {phishing: 6}\nscore_header: X-Spam")
+    raw = message()
+    model, envelope, scratch = parse_message(raw), Envelope(reputation=["listed"]), {}
+    engine.prepare(model, envelope, scratch)
+    scratch["url.findings"] = [{"detail": "http://a.bad.test/", "category": "phishing"}]
+    # no condition asked the engine (another policy decided): the header still has the whole score
+    assert engine.modifications(scratch)[0].args[1] == "score=9 rules=DNSBL:listed,URL:phishing"
+    assert engine.check("spam", ("level", "medium"), model, envelope, scratch)

@@ -17,6 +17,7 @@ from ...policy.types import Modification
 from .config import SpamConfig
 
 RESULT_KEY = "spam.result"
+BASE_KEY = "spam.base"               # prepare()'s part of the result, finished at first read
 MESSAGE_RAW_KEY = "message.raw"      # the raw bytes, when the runtime puts them in scratch
 URL_FINDINGS_KEY = "url.findings"    # the URL engine's findings (dicts with "category")
 MAX_HEADER_RULES = 20                # names in the score header: a header line must stay short
@@ -76,7 +77,10 @@ class SpamEngine:
     # -- the engine protocol ---------------------------------------------
 
     def prepare(self, model, envelope, scratch: dict) -> None:
-        self.result(model, envelope, scratch)
+        # the heavy part only: the URL engine's prepare may still be running alongside this one,
+        # so its findings are added when the result is first read (after every prepare finished)
+        if RESULT_KEY not in scratch:
+            scratch[BASE_KEY] = self.decide(model, envelope, scratch)
 
     def check(self, condition, argument, model, envelope, scratch: dict) -> list[dict]:
         result = self.result(model, envelope, scratch)
@@ -88,8 +92,12 @@ class SpamEngine:
                  "rules": [hit.to_json() for hit in result.hits]}]
 
     def modifications(self, scratch: dict) -> list[Modification]:
+        if self.config.score_header is None:
+            return []
         result = scratch.get(RESULT_KEY)
-        if self.config.score_header is None or not isinstance(result, SpamResult):
+        if result is None and isinstance(scratch.get(BASE_KEY), tuple):
+            result = self.finish(scratch)            # prepared, but no condition asked
+        if not isinstance(result, SpamResult):
             return []
         return [Modification("add_header", (self.config.score_header, header_value(result)))]
 
@@ -98,11 +106,27 @@ class SpamEngine:
     def result(self, model, envelope, scratch: dict) -> SpamResult:
         result = scratch.get(RESULT_KEY)
         if result is None:
-            result = self.decide(model, envelope, scratch)
-            scratch[RESULT_KEY] = result
+            if BASE_KEY not in scratch:
+                scratch[BASE_KEY] = self.decide(model, envelope, scratch)
+            result = self.finish(scratch)
         return result
 
-    def decide(self, model, envelope, scratch: dict) -> SpamResult:
+    def finish(self, scratch: dict) -> SpamResult:
+        """The message's result: the backend's score plus the DNSBL and URL inputs (once)."""
+        result, reputation = scratch.pop(BASE_KEY)
+        if result.standing == "scored":
+            for hit in input_hits(self.config, reputation, scratch):
+                result.hits.append(hit)
+                result.score += hit.score
+            result.score = round(result.score, 3)
+        scratch[RESULT_KEY] = result
+        return result
+
+    def decide(self, model, envelope, scratch: dict) -> tuple[SpamResult, list]:
+        """(the standing or backend score, the client's DNSBL categories) of a message."""
+        return self.standing(model, envelope, scratch), list(envelope.reputation or [])
+
+    def standing(self, model, envelope, scratch: dict) -> SpamResult:
         config = self.config
         sender = (envelope.sender or "").strip().strip("<>").lower()
         # approved only on the envelope sender, which the admin's MTA can vouch for (SPF, auth);
@@ -116,12 +140,7 @@ class SpamEngine:
         exemption = self.exemption(model)
         if exemption:
             return SpamResult("exempt", reason=f"exemption {exemption!r}")
-        result = self.score_message(model, envelope, scratch)
-        for hit in input_hits(config, envelope, scratch):
-            result.hits.append(hit)
-            result.score += hit.score
-        result.score = round(result.score, 3)
-        return result
+        return self.score_message(model, envelope, scratch)
 
     def exemption(self, model) -> str | None:
         matcher = self.config.exemptions
@@ -161,10 +180,10 @@ def header_from_addresses(model) -> list[str]:
     return found
 
 
-def input_hits(config: SpamConfig, envelope, scratch: dict) -> list[RuleHit]:
+def input_hits(config: SpamConfig, reputation, scratch: dict) -> list[RuleHit]:
     """Scores from facts other engines found: DNSBL listings of the client and URL findings."""
     hits = []
-    for category in sorted({str(c).strip().lower() for c in (envelope.reputation or []) if c}):
+    for category in sorted({str(c).strip().lower() for c in (reputation or []) if c}):
         score = _category_score(config.reputation_scores, category)
         if score:
             hits.append(RuleHit(f"DNSBL:{category}", score, f"client listed by a DNSBL as {category}"))
