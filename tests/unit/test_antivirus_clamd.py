@@ -132,3 +132,24 @@ def test_clamd_refusing_tcp_raises():
     engine = build(f"backend: clamd\nsocket: 127.0.0.1:{free_port()}\n")
     with pytest.raises(ClamdError, match="unreachable"):
         engine.check("virus", (), parse_message(message_with(10)), None, {})
+
+
+def test_sessions_made_before_a_fork_are_not_reused(tmp_path):
+    import os
+    import socket as socket_module
+    from imss_milter.engines.antivirus.clamd import Session, SessionPool
+    path = str(tmp_path / "listener.sock")
+    with socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(4)
+        pool = SessionPool(Address(path=path), timeout=2.0)
+        parent_session = Session(Address(path=path), 2.0)
+        pool.give_back(parent_session)
+        assert pool.idle == [parent_session]
+        parent_session.pid = os.getpid() + 1          # as the child of a fork sees it
+        fresh, reused = pool.take()
+        assert fresh is not parent_session and not reused
+        assert parent_session.sock.fileno() == -1
+        pool.idle = [fresh]
+        pool.reset()
+        assert pool.idle == [] and fresh.sock.fileno() == -1

@@ -175,6 +175,7 @@ class SessionPool:
                 session = self.idle.pop()
                 if session.pid == os.getpid():
                     return session, True
+                session.close()       # the parent's: only our copy of the descriptor goes
         return Session(self.address, self.timeout), False
 
     def give_back(self, session: Session) -> None:
@@ -185,9 +186,12 @@ class SessionPool:
         session.end()
 
     def reset(self) -> None:
-        """After a fork: forget the parent's sessions without talking on them (the parent still does)."""
-        with self.lock:
-            self.idle = []
+        """After a fork: drop the parent's sessions without talking on them (the parent still does);
+        closing our copy of a descriptor leaves the parent's connection open."""
+        self.lock = threading.Lock()
+        idle, self.idle = self.idle, []
+        for session in idle:
+            session.close()
 
     def close(self) -> None:
         with self.lock:
