@@ -324,3 +324,27 @@ def test_the_command_line_builds_signs_installs_shows_and_rolls_back(tmp_path, c
 def _logs(config, capsys) -> str:
     assert cli.main(["--config", config, "logs", "--events", "--json"]) == 0
     return capsys.readouterr().out
+
+
+EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def test_antivirus_hash_signatures_are_a_component_too(tmp_path):
+    pytest.importorskip("imss_milter.engines.antivirus")
+    import hashlib
+    from imss_milter.updates import build_bundle
+    root = str(tmp_path)
+    settings = make_settings(root)
+    good = tmp_path / "release" / "antivirus"
+    good.mkdir(parents=True)
+    (good / "main.hdb").write_text(f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:Eicar-Test-Signature\n")
+    build_bundle(str(tmp_path / "release"), os.path.join(root, "av"), version="1")
+    [outcome] = run_update(settings, source=os.path.join(root, "av"))
+    assert outcome.result == "installed"
+    assert os.path.isfile(os.path.join(component_dir(settings.patterns_dir, "antivirus"), "main.hdb"))
+
+    (good / "main.hdb").write_text("nothex:zz:Broken\n")
+    build_bundle(str(tmp_path / "release"), os.path.join(root, "av"), version="2", validate=False)
+    [outcome] = run_update(settings, source=os.path.join(root, "av"))
+    assert outcome.result == "failed" and "main.hdb:1" in outcome.reason
+    assert installed_versions(settings.patterns_dir) == {"antivirus": "1"}
