@@ -4,8 +4,8 @@
     true_type_of(payload, name_hint="") -> (category, mime)
 """
 
-from .model import (FLAG_ARCHIVE_LIMIT, FLAG_ENCRYPTED, FLAG_MALFORMED, TRUE_TYPE_CATEGORIES,
-                    Limits, MessageModel, Part)
+from .model import (FLAG_ARCHIVE_LIMIT, FLAG_ENCRYPTED, FLAG_MALFORMED, FLAG_UNSCANNABLE,
+                    TRUE_TYPE_CATEGORIES, Limits, MessageModel, Part)
 from .parser import parse_message
 from .text import html_to_text, normalise_whitespace
 from .truetype import true_type_of
@@ -13,5 +13,5 @@ from .truetype import true_type_of
 __all__ = [
     "parse_message", "true_type_of", "html_to_text", "normalise_whitespace",
     "Limits", "MessageModel", "Part", "TRUE_TYPE_CATEGORIES",
-    "FLAG_ARCHIVE_LIMIT", "FLAG_ENCRYPTED", "FLAG_MALFORMED",
+    "FLAG_ARCHIVE_LIMIT", "FLAG_ENCRYPTED", "FLAG_MALFORMED", "FLAG_UNSCANNABLE",
 ]

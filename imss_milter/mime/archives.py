@@ -1,7 +1,9 @@
-"""List and read archive members (zip, tar, gzip, bzip2, xz) within limits.
+"""List and read archive members (zip, 7z, tar, gzip, bzip2, xz) within limits.
 
 Damage in an archive (failures.INPUT_ERRORS) yields what could be read and
-a note; any other exception is an internal failure and propagates.
+a note; any other exception is an internal failure and propagates, except
+from py7zr, whose errors on hostile bytes have no fixed types (see _expand_7z).
+Content that damage kept unread is noted as unreadable (→ archive.unscannable).
 
 Every read is bounded: by the bytes left in the message's expansion budget
 and by the member's compression ratio, so a zip bomb costs at most the
@@ -24,6 +26,7 @@ from .failures import INPUT_ERRORS
 from .model import Limits
 
 _CHUNK = 64 * 1024
+_SEVENZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
 
 
 @dataclass
@@ -41,6 +44,13 @@ class Expansion:
     members: list[Member] = field(default_factory=list)
     limit_notes: list[str] = field(default_factory=list)       # → archive.limit_exceeded
     malformed_notes: list[str] = field(default_factory=list)   # → malformed
+    unreadable_notes: list[str] = field(default_factory=list)  # content left unread → archive.unscannable
+    encrypted_notes: list[str] = field(default_factory=list)   # the archive itself is encrypted → encrypted
+
+    def unreadable(self, note: str):
+        """Damage kept content from being read: malformed, and unscannable too."""
+        self.malformed_notes.append(note)
+        self.unreadable_notes.append(note)
 
 
 @dataclass
@@ -60,10 +70,12 @@ class Budget:
 
 
 def archive_kind(payload: bytes) -> str | None:
-    """zip, tar, gzip, bzip2 or xz when we can expand the payload, else None."""
+    """zip, 7z, tar, gzip, bzip2 or xz when we can expand the payload, else None."""
     head = payload[:6]
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
         return "zip"
+    if head == _SEVENZIP_MAGIC:
+        return "7z"
     if head[:2] == b"\x1f\x8b":
         return "gzip"
     if head[:3] == b"BZh":
@@ -97,12 +109,14 @@ def expand(payload: bytes, archive_name: str, budget: Budget) -> Expansion | Non
     try:
         if kind == "zip":
             _expand_zip(payload, budget, result)
+        elif kind == "7z":
+            _expand_7z(payload, budget, result)
         elif kind == "tar":
             _expand_tar(payload, budget, result)
         else:
             _expand_compressed(kind, payload, archive_name, budget, result)
     except INPUT_ERRORS as error:     # a damaged archive yields what was read so far
-        result.malformed_notes.append(f"{archive_name}: damaged {kind} archive ({type(error).__name__})")
+        result.unreadable(f"{archive_name}: damaged {kind} archive ({type(error).__name__})")
     return result
 
 
@@ -124,7 +138,7 @@ def _bounded_read(stream, compressed_size: int | None, budget: Budget,
             chunk = stream.read(want)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
                 lzma.LZMAError, NotImplementedError) as error:
-            result.malformed_notes.append(f"{label}: read error ({type(error).__name__})")
+            result.unreadable(f"{label}: read error ({type(error).__name__})")
             break
         if not chunk:
             break
@@ -159,7 +173,7 @@ def _decompress_zlib(data: bytes, wbits: int, budget: Budget, result: Expansion,
         try:
             chunk = decompressor.decompress(pending, min(_CHUNK, cap - total + 1))
         except zlib.error as error:
-            result.malformed_notes.append(f"{label}: inflate error ({error})")
+            result.unreadable(f"{label}: inflate error ({error})")
             break
         out.append(chunk)
         total += len(chunk)
@@ -197,7 +211,7 @@ def _decompress_other(data: bytes, make, budget: Budget, result: Expansion, labe
         try:
             chunk = decompressor.decompress(feed, min(_CHUNK, cap - total + 1))
         except (OSError, EOFError, lzma.LZMAError, ValueError) as error:
-            result.malformed_notes.append(f"{label}: decompression error ({error})")
+            result.unreadable(f"{label}: decompression error ({error})")
             break
         feed = b""
         out.append(chunk)
@@ -299,14 +313,14 @@ def _read_zip_member(archive, info, local, payload: bytes, budget: Budget, resul
             return _bounded_read(stream, info.compress_size, budget, result, label)
     except INPUT_ERRORS as error:
         if local is None:
-            result.malformed_notes.append(f"{label}: unreadable ({type(error).__name__})")
+            result.unreadable(f"{label}: unreadable ({type(error).__name__})")
             return b""
         raw = payload[local[3]:local[3] + info.compress_size]
         if info.compress_type == zipfile.ZIP_STORED:
             return _bounded_read(io.BytesIO(raw), len(raw), budget, result, label)
         if info.compress_type == zipfile.ZIP_DEFLATED:
             return _decompress_zlib(raw, -15, budget, result, label)
-        result.malformed_notes.append(f"{label}: unreadable ({type(error).__name__})")
+        result.unreadable(f"{label}: unreadable ({type(error).__name__})")
         return b""
 
 
@@ -337,11 +351,140 @@ def _expand_zip_local_headers(payload: bytes, budget: Budget, result: Expansion)
                     data = _bounded_read(io.BytesIO(raw), len(raw), budget, result, names[0])
                 else:
                     data = b""
-                    result.malformed_notes.append(f"{names[0]}: cannot read member (method {method})")
+                    result.unreadable(f"{names[0]}: cannot read member (method {method})")
                 result.members.append(Member(names=names, payload=data))
         offset = payload.find(b"PK\x03\x04", data_start)
     if offset >= 0 and count >= budget.limits.archive_max_entries:
         result.limit_notes.append(f"zip has more than {budget.limits.archive_max_entries} entries")
+    if not result.members:
+        result.unreadable("zip: no member could be read")
+
+
+# --- 7z ----------------------------------------------------------------------
+
+class _CappedWriter:
+    """A py7zr output that keeps bytes until the archive's shared cap is reached
+    and drops the rest (counting them), so lying headers cannot fill memory."""
+
+    def __init__(self, shared: dict):
+        self.shared = shared
+        self.buffer = io.BytesIO()
+
+    def write(self, data) -> int:
+        room = self.shared["cap"] - self.shared["kept"]
+        kept = data[:max(0, room)]
+        self.buffer.write(kept)
+        self.shared["kept"] += len(kept)
+        self.shared["dropped"] += len(data) - len(kept)
+        return len(data)
+
+    def read(self, size=None) -> bytes:
+        return self.buffer.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.buffer.seek(offset, whence)
+
+    def flush(self) -> None:
+        pass
+
+    def size(self) -> int:
+        return self.buffer.getbuffer().nbytes
+
+    def close(self) -> None:
+        pass
+
+
+def _capped_factory(cap: int):
+    """A py7zr WriterFactory whose writers share one cap (built on first use:
+    py7zr is imported only when a 7z archive arrives)."""
+    from py7zr.io import WriterFactory
+
+    class CappedFactory(WriterFactory):
+        def __init__(self):
+            self.shared = {"cap": cap, "kept": 0, "dropped": 0}
+            self.products: dict[str, _CappedWriter] = {}
+
+        def create(self, filename: str):
+            product = _CappedWriter(self.shared)
+            self.products[filename] = product
+            return product
+
+    return CappedFactory()
+
+
+def _expand_7z(payload: bytes, budget: Budget, result: Expansion):
+    """Members of a 7z archive. Sizes come from the headers first: an archive
+    that declares more than the budget or the ratio allows is listed, not
+    decompressed. py7zr raises many kinds of exceptions on hostile bytes;
+    each one means the archive could not be read (MemoryError aside)."""
+    import py7zr
+    try:
+        archive = py7zr.SevenZipFile(io.BytesIO(payload))
+    except py7zr.PasswordRequired:
+        result.encrypted_notes.append("7z archive with encrypted headers: member names hidden")
+        return
+    except MemoryError:
+        raise
+    except Exception as error:
+        result.unreadable(f"7z archive unreadable ({type(error).__name__})")
+        return
+    with archive:
+        _read_7z(archive, payload, budget, result, py7zr)
+
+
+def _read_7z(archive, payload: bytes, budget: Budget, result: Expansion, py7zr):
+    try:
+        infos = [info for info in archive.list() if not info.is_directory and not info.is_symlink]
+        encrypted = archive.needs_password()
+    except MemoryError:
+        raise
+    except Exception as error:
+        result.unreadable(f"7z listing unreadable ({type(error).__name__})")
+        return
+    limit = budget.limits.archive_max_entries
+    if len(infos) > limit:
+        result.limit_notes.append(f"7z has {len(infos)} entries, more than {limit}")
+        infos = infos[:limit]
+    names = [info.filename for info in infos]
+    if encrypted:
+        for name in names:
+            result.members.append(Member(names=[name], payload=b"", encrypted=True,
+                                         notes=["encrypted 7z member"]))
+        return
+    budget_cap = budget.remaining()
+    ratio_cap = budget.ratio_cap(len(payload))
+    cap = min(budget_cap, ratio_cap)
+    declared = sum(max(0, info.uncompressed or 0) for info in infos)
+    if declared > cap:
+        # A solid 7z must be decompressed from its start to reach any member:
+        # over the cap, nothing is decompressed at all.
+        _note_cap(result, "7z", declared, cap, ratio_cap, budget_cap)
+        for name in names:
+            result.members.append(Member(names=[name], payload=b"", notes=["7z member not read (limit)"]))
+        return
+    factory = _capped_factory(cap)
+    try:
+        archive.extract(targets=names, factory=factory)
+    except MemoryError:
+        raise
+    except Exception as error:      # keep what was written before the damage
+        result.unreadable(f"7z members unreadable ({type(error).__name__})")
+    shared = factory.shared
+    budget.expanded += shared["kept"]
+    if shared["dropped"]:
+        _note_cap(result, "7z", shared["kept"] + shared["dropped"], cap, ratio_cap, budget_cap)
+    for info in infos:
+        name = info.filename
+        product = factory.products.get(name)
+        if product is None and not info.uncompressed:
+            result.members.append(Member(names=[name], payload=b""))    # an empty file has no stream
+            continue
+        if product is None:
+            result.members.append(Member(names=[name], payload=b"", notes=["7z member not extracted"]))
+            if not result.unreadable_notes:
+                result.unreadable(f"{name}: 7z member not extracted")
+            continue
+        result.members.append(Member(names=[name], payload=product.buffer.getvalue()))
 
 
 # --- tar and single-file compressors ----------------------------------------
@@ -355,7 +498,7 @@ def _expand_tar(payload: bytes, budget: Budget, result: Expansion):
             try:
                 entry = archive.next()
             except tarfile.TarError as error:
-                result.malformed_notes.append(f"tar damaged ({error})")
+                result.unreadable(f"tar damaged ({error})")
                 break
             if entry is None:
                 break

@@ -23,6 +23,10 @@ FLAG_ENCRYPTED = "encrypted"
 # expansion size, ratio, entries...): part of the message was not scanned.
 # The name predates MIME limits and is kept because rules test it.
 FLAG_ARCHIVE_LIMIT = "archive.limit_exceeded"
+# An archive or document the scanner cannot open (rar, cab, arj, ace, a damaged
+# zip, 7z or OLE file): what it holds was not scanned. Rules test it under this
+# name (the key `archive.unscannable`), next to archive.limit_exceeded.
+FLAG_UNSCANNABLE = "archive.unscannable"
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Part:
     origin: str = "mime"            # mime | archive | uuencode | message
     depth: int = 0                  # MIME/archive nesting depth
     encrypted: bool = False         # an encrypted archive or member
+    unscannable: bool = False       # a container whose content could not be read (see FLAG_UNSCANNABLE)
     charset: str | None = None
     notes: list[str] = field(default_factory=list)    # parse notes: "base64 had junk", "zip names disagree"...
     inside_document: bool = False   # a member of a zip-based document (docx, odt...): its words are read

@@ -21,11 +21,11 @@ from .charsets import decode_bytes
 from .failures import describe, is_input_error
 from .headers import (HeaderBlock, ParsedHeader, decode_rfc2047, name_candidates,
                       parse_structured, read_header_blocks, rfc2231_values, clean_name)
-from .model import (FLAG_ARCHIVE_LIMIT, FLAG_ENCRYPTED, FLAG_MALFORMED, Limits,
+from .model import (FLAG_ARCHIVE_LIMIT, FLAG_ENCRYPTED, FLAG_MALFORMED, FLAG_UNSCANNABLE, Limits,
                     MessageModel, Part)
 from .text import html_to_lines, html_to_text, normalise_whitespace
 from .transfer import MAX_UU_FILES, decode_transfer, find_uuencoded, normalise_cte
-from .truetype import looks_like_email, ole2_encrypted, pdf_encrypted, true_type_of
+from .truetype import document_facts, looks_like_email, true_type_of
 
 _TEXT_BODY_TYPES = ("text/plain", "text/html")
 _ENCRYPTED_TYPES = ("multipart/encrypted", "application/pgp-encrypted", "application/x-pkcs7-mime",
@@ -486,10 +486,8 @@ def _add_file_unguarded(part: Part, ctx: _Context, archive_depth: int):
         return
     if not part.encrypted:
         part.true_type, part.mime = true_type_of(part.payload, part.name)
-    if part.true_type in ("document", "office-macro", "pdf") and (
-            ole2_encrypted(part.payload) or pdf_encrypted(part.payload)):
-        part.encrypted = True
-        ctx.flag(FLAG_ENCRYPTED, f"{part.name or part.declared_type}: password-protected document")
+    if part.true_type in ("document", "office-macro", "pdf"):
+        _document_exceptions(part, ctx)
     if not ctx.add_part(part):
         return
     if part.true_type == "archive":
@@ -502,6 +500,23 @@ def _add_file_unguarded(part: Part, ctx: _Context, archive_depth: int):
         _nested_message(part, ctx)
 
 
+def _document_exceptions(part: Part, ctx: _Context):
+    """Password protection and damage of an Office file or PDF."""
+    facts = document_facts(part.payload)
+    label = part.name or part.declared_type or "document"
+    if facts.encrypted:
+        part.encrypted = True
+        ctx.flag(FLAG_ENCRYPTED, f"{label}: password-protected document")
+    if facts.damaged:
+        _unscannable(part, ctx, f"{label}: {facts.damaged}")
+        ctx.malformed(f"{label}: {facts.damaged}")
+
+
+def _unscannable(part: Part, ctx: _Context, note: str):
+    part.unscannable = True
+    ctx.flag(FLAG_UNSCANNABLE, note)
+
+
 def _expand_archive(part: Part, ctx: _Context, archive_depth: int, inside_document: bool = False):
     if archive_depth >= ctx.limits.archive_max_depth:
         ctx.flag(FLAG_ARCHIVE_LIMIT, f"{part.name or 'archive'}: archives nested deeper than "
@@ -509,7 +524,14 @@ def _expand_archive(part: Part, ctx: _Context, archive_depth: int, inside_docume
         return
     expansion = archives.expand(part.payload, part.name, ctx.budget)
     if expansion is None:
+        if part.true_type == "archive":     # rar, cab, arj, ace...: a format we do not read
+            _unscannable(part, ctx, f"{part.name or 'archive'}: {part.mime} cannot be opened; content not scanned")
         return
+    for note in expansion.unreadable_notes[:1]:
+        _unscannable(part, ctx, f"{part.name}: {note}")
+    for note in expansion.encrypted_notes:
+        part.encrypted = True
+        ctx.flag(FLAG_ENCRYPTED, f"{part.name}: {note}")
     for note in expansion.limit_notes:
         ctx.flag(FLAG_ARCHIVE_LIMIT, f"{part.name}: {note}")
     for note in expansion.malformed_notes:

@@ -9,9 +9,14 @@ buffer, and text bodies are the most common parts.
 
 from __future__ import annotations
 
+import io
+import logging
 import queue
 import re
 import struct
+import threading
+import zipfile
+from dataclasses import dataclass
 
 from .failures import INPUT_ERRORS
 
@@ -96,6 +101,7 @@ _SIGNATURES: tuple[tuple[bytes, int, str, str], ...] = (
     (b"MSCF\x00\x00\x00\x00", 0, "archive", "application/vnd.ms-cab-compressed"),
     (b"\x28\xb5\x2f\xfd", 0, "archive", "application/zstd"),
     (b"\x60\xea", 0, "archive", "application/x-arj"),
+    (b"**ACE**", 7, "archive", "application/x-ace-compressed"),
     (b"ustar", 257, "archive", "application/x-tar"),
     (b"CD001", 0x8001, "archive", "application/x-iso9660-image"),
     (b"\x89PNG\r\n\x1a\n", 0, "image", "image/png"),
@@ -165,6 +171,13 @@ def _check_macho(payload: bytes) -> tuple[str, str] | None:
 def _check_ole2(payload: bytes) -> tuple[str, str, bool] | None:
     if not payload.startswith(_OLE2_MAGIC):
         return None
+    facts = ole2_facts(payload)
+    return facts.category, facts.mime, facts.encrypted
+
+
+def _ole2_by_stream_names(payload: bytes) -> tuple[str, str, bool]:
+    """An OLE2 file olefile cannot read, judged by the stream names its
+    bytes hold: a damaged file that names macro streams counts as macros."""
     encrypted = any(s in payload for s in _OLE_ENCRYPTED_STREAMS)
     if any(s in payload for s in _OLE_MACRO_STREAMS):
         return "office-macro", "application/msword", encrypted
@@ -184,7 +197,8 @@ def _check_zip(payload: bytes) -> tuple[str, str] | None:
         return None
     # Member names are stored uncompressed in the headers: a byte search
     # finds them even when the central directory is damaged.
-    if b"vbaProject.bin" in payload or b"vbaProjectSignature" in payload:
+    if (b"vbaProject.bin" in payload or b"vbaProjectSignature" in payload
+            or (b"[Content_Types].xml" in payload and _ooxml_declares_macros(payload))):
         return "office-macro", "application/vnd.ms-office.vbaproject"
     if b"[Content_Types].xml" in payload:
         if b"word/" in payload:
@@ -561,11 +575,197 @@ def combine_with_libmagic(own: tuple[str, str], mime: str) -> tuple[str, str]:
     return category, own_mime
 
 
+# --- Office and PDF containers: macros, encryption, damage -------------------
+#
+# olefile, oletools and pypdf parse hostile bytes: besides OSError and
+# ValueError they raise whatever the damage provokes (IndexError, KeyError,
+# their own errors). Any such exception means "could not read these bytes":
+# the answer falls back to the byte heuristics and says the file is damaged.
+# MemoryError is no property of the input and propagates.
+
+# Office files above this size are judged by their stream names only:
+# olevba reads every stream, which on a huge file costs more than it tells.
+OFFICE_PARSE_LIMIT = 64 * 1024 * 1024
+# The most of [Content_Types].xml read to look for a VBA project part.
+_CONTENT_TYPES_LIMIT = 1024 * 1024
+
+# PowerPoint 97-2003 keeps its VBA project zlib-compressed inside the
+# "PowerPoint Document" stream; a VbaInfoContainer record (MS-PPT 2.4.17:
+# version 0xF, instance 1, type 0x03FF, length 0x14) points to it. olevba
+# would inflate it without a bound, so the record header is looked for instead.
+_PPT_VBA_INFO = struct.pack("<HHI", 0xF | (0x001 << 4), 0x03FF, 0x14)
+
+for _name in ("olevba", "olefile", "ppt_parser", "pypdf", "msoffcrypto"):
+    # Damaged attachments are everyday mail; the parser reports them itself.
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
+
+
+@dataclass(frozen=True)
+class OleFacts:
+    """What an OLE2 (Compound File) container is and holds."""
+
+    category: str
+    mime: str
+    encrypted: bool
+    damaged: str = ""       # why olefile could not read it; "" when it could
+
+
+@dataclass(frozen=True)
+class DocumentFacts:
+    """Scanning exceptions of a document: password protection, damage."""
+
+    encrypted: bool = False
+    damaged: str = ""
+
+
+def _parse_failed(error: BaseException) -> str:
+    if isinstance(error, MemoryError):
+        raise error
+    return f"{type(error).__name__}: {error}"[:200]
+
+
+# The last OLE2 payload inspected and its facts, per thread: the true type
+# and the document checks of one part ask about the same bytes in turn.
+_last_ole = threading.local()
+
+
+def ole2_facts(payload: bytes) -> OleFacts:
+    """Category, MIME type, encryption and damage of an OLE2 file."""
+    cached = getattr(_last_ole, "entry", None)
+    if cached is not None and cached[0] is payload:
+        return cached[1]
+    facts = _ole2_facts(payload)
+    _last_ole.entry = (payload, facts)
+    return facts
+
+
+def _ole2_facts(payload: bytes) -> OleFacts:
+    import olefile     # imported on first use: most messages carry no OLE2 file
+    try:
+        ole = olefile.OleFileIO(io.BytesIO(payload))
+    except Exception as error:
+        category, mime, encrypted = _ole2_by_stream_names(payload)
+        return OleFacts(category, mime, encrypted, "OLE2 file damaged (" + _parse_failed(error) + ")")
+    try:
+        streams = {"/".join(path).lower() for path in ole.listdir(streams=True, storages=False)}
+        if "encryptioninfo" in streams and "encryptedpackage" in streams:
+            # An encrypted OOXML package: what it holds (macros too) is hidden.
+            return OleFacts("document", "application/encrypted", True)
+        kind = _ole_office_kind(streams)
+        if kind is None:
+            if any(name.startswith("\u4840") for name in streams):
+                return OleFacts("executable", "application/x-msi", False)   # a Windows Installer package
+            if any(name.startswith("__substg1.0_") for name in streams):
+                return OleFacts("email", "application/vnd.ms-outlook", False)
+            return OleFacts("document", "application/x-ole-storage", False)
+        encrypted = _legacy_office_encrypted(payload)
+        macros = _ole_has_macros(payload, ole, streams, kind)
+        damaged = ""
+        if _ole_truncated(ole):
+            damaged = "OLE2 file truncated: its streams need more sectors than it has"
+            # What was cut off may be the macros' data: the names still count.
+            macros = macros or _ole2_by_stream_names(payload)[0] == "office-macro"
+        return OleFacts("office-macro" if macros else "document", kind, encrypted, damaged)
+    except Exception as error:
+        category, mime, encrypted = _ole2_by_stream_names(payload)
+        return OleFacts(category, mime, encrypted, "OLE2 file damaged (" + _parse_failed(error) + ")")
+    finally:
+        ole.close()
+
+
+def _ole_truncated(ole) -> bool:
+    """The streams (and the mini stream) claim more regular sectors than follow the header."""
+    import olefile
+    needed = -(-ole.root.size // ole.sectorsize) if ole.root is not None else 0
+    for entry in ole.direntries:
+        if entry is not None and entry.entry_type == olefile.STGTY_STREAM and entry.size >= ole.minisectorcutoff:
+            needed += -(-entry.size // ole.sectorsize)
+    return needed > ole.nb_sect
+
+
+def _ole_office_kind(streams: set[str]) -> str | None:
+    """The MIME type of a Word, Excel, PowerPoint or Visio file by its main stream, else None."""
+    if "worddocument" in streams:
+        return "application/msword"
+    if "workbook" in streams or "book" in streams:
+        return "application/vnd.ms-excel"
+    if "powerpoint document" in streams:
+        return "application/vnd.ms-powerpoint"
+    if "visiodocument" in streams:
+        return "application/vnd.visio"
+    if any(name.endswith("vba/dir") for name in streams):
+        return "application/vnd.ms-office.vbaproject"     # a vbaProject.bin on its own
+    return None
+
+
+def _ole_has_macros(payload: bytes, ole, streams: set[str], kind: str) -> bool:
+    if kind == "application/vnd.ms-powerpoint":
+        with ole.openstream("PowerPoint Document") as stream:
+            return _PPT_VBA_INFO in stream.read()
+    if len(payload) > OFFICE_PARSE_LIMIT:
+        # MS-OVBA 2.2.1: a VBA project is a storage holding VBA/dir.
+        return any(name.endswith("vba/dir") for name in streams)
+    from oletools.olevba import VBA_Parser
+    parser = VBA_Parser("attachment", data=payload, relaxed=True)
+    try:
+        if parser.detect_vba_macros():
+            return True
+        # Excel 4 (XLM) macro sheets run like VBA does.
+        return kind == "application/vnd.ms-excel" and bool(parser.detect_xlm_macros())
+    finally:
+        parser.close()
+
+
+def _legacy_office_encrypted(payload: bytes) -> bool:
+    """A password-protected .doc/.xls/.ppt (RC4 or XOR obfuscation), per msoffcrypto."""
+    import msoffcrypto
+    try:
+        return bool(msoffcrypto.OfficeFile(io.BytesIO(payload)).is_encrypted())
+    except Exception as error:
+        _parse_failed(error)
+        # msoffcrypto knows fewer layouts than Office reads: no answer is not "encrypted".
+        return False
+
+
+def _ooxml_declares_macros(payload: bytes) -> bool:
+    """An OOXML package whose VBA project or Excel 4 macro sheets go by another
+    name than vbaProject.bin: the content types and part names still say so."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as package:
+            names = [name.lower() for name in package.namelist()]
+            if any(name.startswith("xl/macrosheets/") or name.endswith("vbaproject.bin") for name in names):
+                return True
+            with package.open("[Content_Types].xml") as stream:
+                content_types = stream.read(_CONTENT_TYPES_LIMIT).lower()
+    except Exception as error:
+        _parse_failed(error)
+        return False    # damaged: the byte search on member names already ran
+    return b"vbaproject" in content_types or b"macrosheet" in content_types
+
+
 def ole2_encrypted(payload: bytes) -> bool:
-    """An OLE2 file holding an encrypted Office package (password protected)."""
-    ole = _check_ole2(payload)
-    return bool(ole and ole[2])
+    """An OLE2 file holding an encrypted Office package or a password-protected legacy document."""
+    return payload.startswith(_OLE2_MAGIC) and ole2_facts(payload).encrypted
 
 
 def pdf_encrypted(payload: bytes) -> bool:
-    return payload.startswith(b"%PDF") and b"/Encrypt" in payload
+    """A PDF whose trailer has /Encrypt (per pypdf); a damaged PDF that
+    names /Encrypt counts as encrypted, since readers repair what pypdf refuses."""
+    if b"%PDF-" not in payload[:1024] or b"/Encrypt" not in payload:
+        return False
+    import pypdf
+    try:
+        return bool(pypdf.PdfReader(io.BytesIO(payload), strict=False).is_encrypted)
+    except Exception as error:
+        _parse_failed(error)
+        return True
+
+
+def document_facts(payload: bytes) -> DocumentFacts:
+    """Password protection and damage of an Office file or PDF (other files: none)."""
+    if payload.startswith(_OLE2_MAGIC):
+        facts = ole2_facts(payload)
+        return DocumentFacts(facts.encrypted, facts.damaged)
+    if b"%PDF-" in payload[:1024]:
+        return DocumentFacts(pdf_encrypted(payload))
+    return DocumentFacts()

@@ -34,7 +34,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..mime.model import FLAG_ARCHIVE_LIMIT, FLAG_ENCRYPTED, FLAG_MALFORMED, TRUE_TYPE_CATEGORIES
+from ..mime.model import (FLAG_ARCHIVE_LIMIT, FLAG_ENCRYPTED, FLAG_MALFORMED, FLAG_UNSCANNABLE,
+                          TRUE_TYPE_CATEGORIES)
 from ..settings import parse_size, type_name
 from ..textmatch import TextMatcher, any_two_within, PatternError
 from ..yamlconf import LDict, fail
@@ -299,7 +300,7 @@ class ContentType(Condition):
 
 
 class Flag(Condition):
-    """encrypted / archive.limit_exceeded / malformed: a scanning exception of the message."""
+    """encrypted / archive.limit_exceeded / archive.unscannable / malformed: a scanning exception of the message."""
 
     def __init__(self, name: str, wanted: bool):
         self.name = name
@@ -308,6 +309,8 @@ class Flag(Condition):
     def present(self, ctx) -> bool:
         if self.name in ctx.model.flags:
             return True
+        if self.name == FLAG_UNSCANNABLE:
+            return any(part.unscannable for part in ctx.model.parts)
         return self.name == FLAG_ENCRYPTED and any(part.encrypted for part in ctx.model.parts)
 
     def check(self, ctx):
@@ -648,6 +651,13 @@ def _compile_engine(name, value, env, container, key):
         argument = tuple(templates)
     else:
         argument = _categories(name, value, container, key)
+        if name == "virus":
+            # antivirus categories are a fixed set: a typo would silently never match
+            from ..engines.antivirus import CATEGORIES
+            unknown = [category for category in argument if category not in CATEGORIES]
+            if unknown:
+                raise fail(f"virus: unknown category {unknown[0]!r}; expected true or some of: "
+                           f"{', '.join(CATEGORIES)}", container, key)
     env.engines_used.setdefault(ENGINE_OF_CONDITION[name], set()).add(name)
     return EngineCondition(name, argument)
 
@@ -683,6 +693,7 @@ CONDITIONS: dict[str, Compiler] = {
     "attachment.content": _compile_text,
     FLAG_ENCRYPTED: _compile_flag,
     FLAG_ARCHIVE_LIMIT: _compile_flag,
+    FLAG_UNSCANNABLE: _compile_flag,
     FLAG_MALFORMED: _compile_flag,
     "sender.ip": _compile_sender_ip,
     "sender.address": _compile_sender_address,
