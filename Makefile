@@ -7,7 +7,7 @@
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := postfix libmilter-dev libmagic1 libmagic-mgc python3-venv python3-dev gcc make rbldnsd redis-server slapd
+APT_PACKAGES := postfix libmilter-dev libmagic1 libmagic-mgc python3-venv python3-dev gcc make rbldnsd redis-server slapd clamav-daemon rspamd
 PYTEST_ARGS ?=
 
 .PHONY: all system-deps venv test run install-system bench clean

@@ -310,7 +310,7 @@ class Runtime:
         engines = {**rules.engines, **self.engines, "dlp": self.engines["dlp"].for_rules(rules)}
         engines = {name: TimedEngine(engine, name, timings, self.metrics.engine_error)
                    for name, engine in engines.items()}
-        scratch: dict = {}
+        scratch: dict = {"message.raw": raw}     # engines that want the original bytes (raw rules, rspamd)
         needed = rules.engines_for(envelope)
         for name in list(needed):       # an engine that reads another's findings (spam: url) needs it run
             needed |= set(getattr(engines.get(name), "uses", ()))

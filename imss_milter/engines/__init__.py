@@ -60,7 +60,7 @@ COMPONENT_MODULES = {
 }
 # the embedded defaults (SPEC §1): with no engines section, the built-in signature engine and spam
 # rules run; services such as clamd or rspamd are opt-in backends
-DEFAULT_SECTIONS: dict[str, dict] = {}
+DEFAULT_SECTIONS: dict[str, dict] = {"antivirus": {"backend": "builtin"}, "spam": {"backend": "builtin"}}
 ON_ERROR = ("tempfail", "accept")
 COMMON_KEYS = ("backend", "on_error", "timeout", "enabled")
 DEFAULT_TIMEOUT = 30.0

@@ -173,3 +173,12 @@ def test_validate_component_refuses_an_unknown_component_and_a_broken_set(tmp_pa
     (tmp_path / "10-ids.yaml").write_text("identifiers:\n  card: {type: expression, pattern: '(['}\n")
     with pytest.raises(ConfigError, match="10-ids.yaml:2"):
         validate_component("dlp", str(tmp_path))
+
+
+def test_a_misspelt_virus_category_is_refused_with_file_and_line():
+    from imss_milter.policy import compile_rules
+    text = "policies:\n  - name: grey\n    when:\n      virus: [adwear]\n    actions: [reject]\n"
+    with pytest.raises(ConfigError) as info:
+        compile_rules([("/etc/imss-milter/rules/50-local.yaml", text)])
+    assert "50-local.yaml:4" in str(info.value)
+    assert "unknown category 'adwear'" in str(info.value) and "adware" in str(info.value)

@@ -21,8 +21,8 @@ policies:
   - name: viruses
     when: {virus: true}
     actions: [reject]
-  - name: eicar-only
-    when: {virus: [eicar]}
+  - name: spyware-only
+    when: {virus: [spyware]}
     actions: [reject]
   - name: secrets-out
     when: {dlp: [secrets]}
