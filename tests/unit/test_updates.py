@@ -348,3 +348,13 @@ def test_antivirus_hash_signatures_are_a_component_too(tmp_path):
     [outcome] = run_update(settings, source=os.path.join(root, "av"))
     assert outcome.result == "failed" and "main.hdb:1" in outcome.reason
     assert installed_versions(settings.patterns_dir) == {"antivirus": "1"}
+
+
+def test_a_scheduled_run_installs_from_the_configured_source(tmp_path):
+    from imss_milter.updates.scheduler import run_update_process
+    root = str(tmp_path)
+    bundle = make_bundle(root, "b", "7", PROJECT_GOOD)
+    settings = make_settings(root, updates=f"updates: {{source: {bundle}, schedule: {{interval: 1h}}}}\n")
+    assert run_update_process(settings.source) == 0
+    assert installed_versions(settings.patterns_dir) == {"dlp": "7"}
+    assert run_update_process(os.path.join(root, "missing.yaml")) != 0
