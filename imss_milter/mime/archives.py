@@ -397,9 +397,9 @@ class _CappedWriter:
 def _capped_factory(cap: int):
     """A py7zr WriterFactory whose writers share one cap (built on first use:
     py7zr is imported only when a 7z archive arrives)."""
-    from py7zr.io import WriterFactory
+    from .readers import py7zr
 
-    class CappedFactory(WriterFactory):
+    class CappedFactory(py7zr.io.WriterFactory):
         def __init__(self):
             self.shared = {"cap": cap, "kept": 0, "dropped": 0}
             self.products: dict[str, _CappedWriter] = {}
@@ -417,7 +417,7 @@ def _expand_7z(payload: bytes, budget: Budget, result: Expansion):
     that declares more than the budget or the ratio allows is listed, not
     decompressed. py7zr raises many kinds of exceptions on hostile bytes;
     each one means the archive could not be read (MemoryError aside)."""
-    import py7zr
+    from .readers import py7zr
     try:
         archive = py7zr.SevenZipFile(io.BytesIO(payload))
     except py7zr.PasswordRequired:

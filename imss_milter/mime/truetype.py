@@ -640,7 +640,7 @@ def ole2_facts(payload: bytes) -> OleFacts:
 
 
 def _ole2_facts(payload: bytes) -> OleFacts:
-    import olefile     # imported on first use: most messages carry no OLE2 file
+    from .readers import olefile      # imported on first use: most messages carry no OLE2 file
     try:
         ole = olefile.OleFileIO(io.BytesIO(payload))
     except Exception as error:
@@ -675,7 +675,7 @@ def _ole2_facts(payload: bytes) -> OleFacts:
 
 def _ole_truncated(ole) -> bool:
     """The streams (and the mini stream) claim more regular sectors than follow the header."""
-    import olefile
+    from .readers import olefile
     needed = -(-ole.root.size // ole.sectorsize) if ole.root is not None else 0
     for entry in ole.direntries:
         if entry is not None and entry.entry_type == olefile.STGTY_STREAM and entry.size >= ole.minisectorcutoff:
@@ -705,8 +705,8 @@ def _ole_has_macros(payload: bytes, ole, streams: set[str], kind: str) -> bool:
     if len(payload) > OFFICE_PARSE_LIMIT:
         # MS-OVBA 2.2.1: a VBA project is a storage holding VBA/dir.
         return any(name.endswith("vba/dir") for name in streams)
-    from oletools.olevba import VBA_Parser
-    parser = VBA_Parser("attachment", data=payload, relaxed=True)
+    from .readers import olevba
+    parser = olevba.VBA_Parser("attachment", data=payload, relaxed=True)
     try:
         if parser.detect_vba_macros():
             return True
@@ -718,7 +718,7 @@ def _ole_has_macros(payload: bytes, ole, streams: set[str], kind: str) -> bool:
 
 def _legacy_office_encrypted(payload: bytes) -> bool:
     """A password-protected .doc/.xls/.ppt (RC4 or XOR obfuscation), per msoffcrypto."""
-    import msoffcrypto
+    from .readers import msoffcrypto
     try:
         return bool(msoffcrypto.OfficeFile(io.BytesIO(payload)).is_encrypted())
     except Exception as error:
@@ -753,7 +753,7 @@ def pdf_encrypted(payload: bytes) -> bool:
     names /Encrypt counts as encrypted, since readers repair what pypdf refuses."""
     if b"%PDF-" not in payload[:1024] or b"/Encrypt" not in payload:
         return False
-    import pypdf
+    from .readers import pypdf
     try:
         return bool(pypdf.PdfReader(io.BytesIO(payload), strict=False).is_encrypted)
     except Exception as error:
