@@ -42,7 +42,12 @@ test: venv
 install-system: venv
 	getent passwd imss-milter >/dev/null || useradd --system --home-dir /var/lib/imss-milter --shell /usr/sbin/nologin imss-milter
 	install -d -m 0755 /etc/imss-milter /etc/imss-milter/rules
+	# 00-defaults.yaml is the shipped rule set (admins override it in later files): upgrades replace it
+	install -m 0644 rules/00-defaults.yaml /etc/imss-milter/rules/00-defaults.yaml
 	for f in rules/*.yaml; do test -e /etc/imss-milter/rules/$$(basename $$f) || install -m 0644 $$f /etc/imss-milter/rules/; done
+	install -d -m 0750 -o imss-milter -g imss-milter /var/lib/imss-milter/patterns
+	test ! -d /etc/systemd/system || install -m 0644 systemd/imss-milter.service systemd/imss-milter-update.service \
+	  systemd/imss-milter-update.timer /etc/systemd/system/
 	install -d -m 0750 -o imss-milter -g imss-milter /var/lib/imss-milter
 	install -d -m 0755 -o imss-milter -g imss-milter /run/imss-milter
 

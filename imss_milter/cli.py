@@ -84,16 +84,23 @@ def cmd_run(args, settings) -> int:
 
 
 def cmd_check_config(args, settings) -> int:
-    from .engines.dlp import dlp_patterns_dir
+    from .engines import COMPONENT_MODULES, component_dir
     from .policy import rules_dir_warnings
     from .runtime import Runtime
+    from .updates import update_config
     runtime = Runtime(settings, store=False, sender_filter=False)
+    update_config(settings)          # a bad updates: section is reported here too, with file:line
+    engines = {name: {"backend": engine.options.backend, "on_error": engine.options.on_error,
+                      "timeout": engine.options.timeout}
+               for name, engine in sorted(runtime.rules.engines.items())}
     summary = {
         "config": settings.source or "(embedded defaults)",
         "socket": settings.milter.socket,
         "state_dir": settings.state_dir,
         "rules_dir": settings.rules_dir,
-        "dlp_patterns": dlp_patterns_dir(settings.patterns_dir),   # the installed set, or the shipped seed
+        # each component's installed version, or the shipped seed
+        "patterns": {name: component_dir(settings.patterns_dir, name) for name in COMPONENT_MODULES},
+        "engines": engines,
         "internal_domains": list(settings.internal_domains),
         "rules": runtime.rules.summary(),
     }
@@ -105,7 +112,11 @@ def cmd_check_config(args, settings) -> int:
     print(f"config:      {summary['config']}")
     print(f"socket:      {summary['socket']}")
     print(f"state_dir:   {summary['state_dir']}")
-    print(f"dlp patterns: {summary['dlp_patterns']}")
+    for name, options in engines.items():
+        print(f"engine:      {name} (backend {options['backend']}, on_error {options['on_error']}, "
+              f"timeout {options['timeout']:g}s)")
+    for name, directory in summary["patterns"].items():
+        print(f"patterns:    {name}: {directory}")
     print(f"rules:       {summary['rules_dir']}")
     for key, value in rules.items():
         if key == "warnings":

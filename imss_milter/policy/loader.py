@@ -153,7 +153,8 @@ def compile_rules(paths: list, internal_domains: Iterable[str] = (), limits: Lim
             if "internal" in env.groups_used and "internal" not in raw_groups and groups["internal"].empty:
                 warnings.append(f"policy {policy.name!r} uses the group 'internal', which is empty: "
                                 f"set internal_domains in the main config")
-    return RuleSet(policies=policies, groups=groups, lists=lists, files=list(paths), limits=limits,
+    files = [item[0] if isinstance(item, tuple) else item for item in paths]     # paths, never the texts
+    return RuleSet(policies=policies, groups=groups, lists=lists, files=files, limits=limits,
                    dlp=DlpSections(dlp_sections, dlp_config), engines_used=engines_used, warnings=warnings)
 
 

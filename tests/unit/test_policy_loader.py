@@ -219,3 +219,10 @@ def test_override_error_located_in_overriding_file(tmp_path):
     error, paths = load_error(tmp_path, EXE_POLICY, "policies:\n  - name: block-exe\n    when: {nope: 1}\n"
                                                    "    actions: [deliver]\n")
     assert (error.file, error.line) == (paths[1], 3)
+
+
+def test_summary_names_the_files_of_sources_read_once(tmp_path):
+    """check-config compiles the (path, text) pairs the daemon reads: the summary lists paths only."""
+    from imss_milter.policy import compile_rules
+    summary = compile_rules([("/etc/imss-milter/rules/00-a.yaml", EXE_POLICY)]).summary()
+    assert summary["files"] == ["/etc/imss-milter/rules/00-a.yaml"]
