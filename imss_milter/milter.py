@@ -31,6 +31,8 @@ BODY_CHUNK = 65535          # libmilter sends a replaced body in pieces of at mo
 # ImssMilter negotiates P_HDR_LEADSPC (header values exactly as in the message), so the values it
 # adds or changes must carry their own space after the colon, or the MTA writes "Name:value".
 LEADING_SPACE = " "
+# content conditions whose match is an IP Profiler event of the same name (sender/config PROFILER_KINDS)
+PROFILED_CONDITIONS = frozenset({"virus", "spam"})
 
 
 class _Activity:
@@ -313,8 +315,26 @@ class ImssMilter(Milter.Base):
         reply = self.apply(verdict, result)
         self.runtime.record(envelope, result, verdict.action, time.perf_counter() - started,
                             size=len(raw), quarantine_id=quarantine_id)
+        self.profile_content(verdict)
         self.queue_notifications(envelope, result, verdict)
         return reply
+
+    def profile_content(self, verdict: Verdict) -> None:
+        """IP Profiler: a message in which a matched rule found a virus or spam counts once per kind
+        against the client (approved hosts and connections without a sender filter never count)."""
+        kinds = {finding.get("condition") for finding in verdict.findings} & PROFILED_CONDITIONS
+        if not kinds:
+            return
+        sender_filter = self.sender_filter()
+        if sender_filter is None:
+            return
+        conn = self.connection
+        for kind in sorted(kinds):
+            try:
+                sender_filter.record(conn.client_ip, kind, conn.client_name)
+            except Exception as exc:   # noqa: BLE001 - the verdict stands whatever the profiler does
+                log.warning("%sIP Profiler could not count %s: %s", self.prefix(), kind, exc)
+                self.runtime.count_error("profiler")
 
     def queue_notifications(self, envelope, result, verdict: Verdict) -> None:
         """Hand `notify` actions to the background sender (whatever the verdict: a notice that mail was
