@@ -9,27 +9,33 @@ so a hostile message costs a fixed amount.
 from __future__ import annotations
 
 import html
+import itertools
 import re
 from dataclasses import dataclass
 
 from ...mime.charsets import decode_bytes
-from ...mime.text import html_to_text
 from .normalise import NormalUrl, normalise_url, registered_domain
 
 MAX_PART_BYTES = 2 * 1024 * 1024      # of each text/HTML part; spam puts its links early
 MAX_FOUND = 2000                      # distinct URL texts per message
 MAX_LINK_TEXT = 2000                  # characters of an <a> element's content read for the mismatch check
+MAX_ATTRIBUTE = 8192                  # characters of one attribute value
+MAX_ANCHORS = 2000                    # <a> elements checked for a mismatch per part
 
 # attributes whose value a mail client fetches or opens; the value may be quoted either way or bare
+# (an unterminated quote takes the rest of its bounded run, as a browser would: no backtracking, linear time)
 _URL_ATTRIBUTE = re.compile(
     r"""(?i)\b(?:href|src|action|formaction|background|poster|data-saferedirecturl)\s*=\s*"""
-    r"""(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""")
-_ANCHOR = re.compile(r"(?is)<a\b((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>(.{0,%d}?)</a\s*>" % MAX_LINK_TEXT)
+    r"""(?:"([^"]{0,%d})"?|'([^']{0,%d})'?|([^\s"'>]+))""" % (MAX_ATTRIBUTE, MAX_ATTRIBUTE))
+_ANCHOR_START = re.compile(r"(?i)<a\s")
+_ANCHOR_END = re.compile(r"(?i)</a\s*>")
 # a URL in running text: a scheme, or www. without one; it ends at whitespace, quotes or angle brackets
 _TEXT_URL = re.compile(r"""(?i)(?:\b(?:https?|ftp)://|(?<![\w.@/-])www\d{0,3}\.)[^\s<>"'`{}|\\^]+""")
 # link text that is just a domain name ("paypal.com", "www.paypal.com/login")
 _DOMAIN_TEXT = re.compile(r"(?i)^(?:[a-z0-9\u00a1-\uffff-]+\.)+[a-z\u00a1-\uffff][a-z0-9\u00a1-\uffff-]+(?:[/:?#]\S*)?$")
 _TRAILING = ".,;:!?'\"*"
+# a tag ends at '>' or, when unterminated, at the next '<': one pass, linear on hostile '<a <a <a'
+_TAG = re.compile(r"<[^<>]*>?")
 
 
 @dataclass(frozen=True)
@@ -69,14 +75,20 @@ def _attribute_value(match: re.Match) -> str:
 
 def urls_in_html(markup: str) -> list[tuple[str, str]]:
     """(url, source) pairs of an HTML document: attribute values first, then URLs in its visible text."""
-    found = [(_attribute_value(match), "href") for match in _URL_ATTRIBUTE.finditer(markup)]
-    found += [(url, "text") for url in urls_in_text(html.unescape(html_to_text(markup)))]
+    found = [(_attribute_value(match), "href")
+             for match in itertools.islice(_URL_ATTRIBUTE.finditer(markup), MAX_FOUND)]
+    found += [(url, "text") for url in urls_in_text(visible_text(markup))]
     return found
+
+
+def visible_text(markup: str) -> str:
+    """HTML text with tags made spaces and entities decoded: where bare URLs are written."""
+    return html.unescape(_TAG.sub(" ", markup))
 
 
 def shown_host(link_text: str) -> NormalUrl | None:
     """The site a link's visible text names, if the text is a URL or a bare domain."""
-    text = html.unescape(html_to_text(link_text)).strip()
+    text = " ".join(visible_text(link_text).split())
     if not text or len(text) > 500:
         return None
     urls = urls_in_text(text)
@@ -90,12 +102,19 @@ def shown_host(link_text: str) -> NormalUrl | None:
 def mismatched_links(markup: str) -> list[tuple[str, NormalUrl]]:
     """(href, shown site) of every <a> whose text names a different registered domain than its href."""
     result = []
-    for match in _ANCHOR.finditer(markup):
-        attribute = _URL_ATTRIBUTE.search(match.group(1))
-        if attribute is None:
+    for count, start in enumerate(_ANCHOR_START.finditer(markup)):
+        if count >= MAX_ANCHORS:
+            break
+        # plain bounded searches, not one regex over the element: '<a <a <a ...' must stay linear
+        tag_end = markup.find(">", start.end(), start.end() + MAX_ATTRIBUTE)
+        if tag_end < 0:
+            continue
+        closing = _ANCHOR_END.search(markup, tag_end, tag_end + MAX_LINK_TEXT)
+        attribute = _URL_ATTRIBUTE.search(markup, start.end(), tag_end)
+        if closing is None or attribute is None:
             continue
         href = normalise_url(_attribute_value(attribute))
-        shown = shown_host(match.group(2))
+        shown = shown_host(markup[tag_end + 1:closing.start()])
         if href is None or shown is None:
             continue
         if registered_domain(href.host) != registered_domain(shown.host):
