@@ -82,7 +82,8 @@ def test_listed_url_is_found_with_the_code_category(tmp_path, rbldnsd):
     assert finding["domain"] == "phish.test"        # the registered domain was listed
     assert finding["part"] == ["text/html"]
     assert scratch[SCRATCH_FINDINGS] == [{"url": "http://login.phish.test/account", "domain": "phish.test",
-                                          "zone": "uribl.example.test", "category": "phishing"}]
+                                          "zone": "uribl.example.test", "category": "phishing",
+                                          "detail": finding["detail"]}]
 
 
 def test_other_categories_do_not_match_but_true_does(tmp_path, rbldnsd):

@@ -113,7 +113,8 @@ def test_engine_without_zones_answers_from_the_local_list(tmp_path):
                        "name": "blocked", "category": "blocked", "url": "http://www.bad.test/x",
                        "domain": "www.bad.test", "part": ["text/html"]}
     assert scratch["url.findings"] == [{"url": "http://www.bad.test/x", "domain": "www.bad.test",
-                                        "zone": "blocked", "category": "blocked"}]
+                                        "zone": "blocked", "category": "blocked",
+                                        "detail": finding["detail"]}]
     assert scan(engine, b"http://www.bad.test/", ("phishing",))[0] == []
 
 

@@ -13,6 +13,7 @@ from ...yamlconf import fail
 from .. import component_dir
 from .blocked import DEFAULT_CATEGORY, BlockedList, load_blocked_dir
 from .config import UrlConfig, parse_url_section
+from .normalise import registered_domain
 from .engine import SCRATCH_FINDINGS, UrlEngine, UrlLookupError
 
 __all__ = ["build", "validate_component", "UrlEngine", "UrlLookupError", "SCRATCH_FINDINGS"]
@@ -26,6 +27,7 @@ def build(options, settings) -> UrlEngine:
     dns_config = parse_dns(settings.raw.get("dns"))
     blocked = load_blocked_dir(component_dir(getattr(settings, "patterns_dir", None), COMPONENT))
     add_config_globs(blocked, config, options.section)
+    registered_domain("example.com")     # loads the bundled suffix list now, not during the first message
     return UrlEngine(options, config, blocked, dns_config)
 
 

@@ -19,7 +19,7 @@ from .extract import FoundUrl, extract_urls
 from .lookup import UrlLookups, query_names
 
 SCRATCH_SCAN = "url.scan"            # this engine's own result (UrlScan)
-SCRATCH_FINDINGS = "url.findings"    # listings as plain dicts: url, domain, zone, category (read by spam)
+SCRATCH_FINDINGS = "url.findings"    # listings as plain dicts: url, domain, zone, category, detail (read by spam)
 MISMATCH = "mismatch"                # a link whose text shows another site than it opens
 # categories that come from the message alone: a DNS failure cannot hide them
 LOCAL_ONLY_CATEGORIES = frozenset({MISMATCH})
@@ -69,7 +69,7 @@ class UrlEngine:
         self._note_mismatches(found, scan)
         self._look_up(found, scan, deadline=started + self.options.timeout)
         scratch[SCRATCH_FINDINGS] = [{"url": f["url"], "domain": f["domain"], "zone": f["name"],
-                                      "category": f["category"]} for f in scan.findings]
+                                      "category": f["category"], "detail": f["detail"]} for f in scan.findings]
         scratch[SCRATCH_SCAN] = scan
 
     def _match_blocked(self, found: list[FoundUrl], scan: UrlScan) -> None:
