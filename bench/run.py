@@ -226,6 +226,7 @@ def main(argv=None) -> int:
 
     results = {}      # (config, size, conc) -> median msgs/s
     cores = {}
+    cpu_ms = {}       # (config, size, conc) -> median milter CPU ms per message (steadier than msg/s)
     lat = {}
     try:
         for name, starter in configs:
@@ -236,18 +237,22 @@ def main(argv=None) -> int:
                 smtp_source(postfix.smtp_port, files[sizes[0]][0], 20, 4, 120)      # warm-up
                 for size in sizes:
                     for conc in concurrencies:
-                        rates, used = [], []
+                        rates, used, per_message = [], [], []
                         for _ in range(args.rounds):
                             pids = pids_of(milter.proc.pid) if milter else []
                             cpu_before = cpu_seconds(pids)
                             wall = smtp_source(postfix.smtp_port, files[size][0], args.messages, conc, 600)
                             rates.append(args.messages / wall)
                             if milter:
-                                used.append((cpu_seconds(pids) - cpu_before) / wall)
+                                spent = cpu_seconds(pids) - cpu_before
+                                used.append(spent / wall)
+                                per_message.append(spent / args.messages * 1000)
                         results[(name, size, conc)] = statistics.median(rates)
                         cores[(name, size, conc)] = statistics.median(used) if used else None
+                        cpu_ms[(name, size, conc)] = statistics.median(per_message) if per_message else None
                         print(f"  {name:10s} {size // 1024:4d} KB  x{conc:<3d} {results[(name, size, conc)]:8.1f} msg/s"
-                              + (f"  cpu {cores[(name, size, conc)]:.2f} cores" if used else ""), flush=True)
+                              + (f"  cpu {cores[(name, size, conc)]:.2f} cores, {cpu_ms[(name, size, conc)]:.2f} ms/msg"
+                                 if used else ""), flush=True)
                 times = latencies(postfix.smtp_port, files[sizes[-1]][1], args.latency_messages)
                 lat[name] = (percentile(times, 0.5), percentile(times, 0.99))
             finally:
@@ -270,6 +275,16 @@ def main(argv=None) -> int:
                 imss = results[(f"imss-{kind}", size, conc)]
                 used = cores[(f"imss-{kind}", size, conc)]
                 row += f"{noop:>11.1f} {imss:>11.1f} {imss / noop:>6.2f} {used:>6.2f} "
+            print(row)
+    print()
+    print("Milter CPU per message in ms (median; /proc utime+stime of the milter's processes / messages)")
+    print(f"{'size':>7} {'conc':>5} " + " ".join(f"{'noop-' + k:>11} {'imss-' + k:>11} {'added':>6}" for k in sockets))
+    for size in sizes:
+        for conc in concurrencies:
+            row = f"{size // 1024:>5}KB {conc:>5} "
+            for kind in sockets:
+                noop, imss = cpu_ms[(f"noop-{kind}", size, conc)], cpu_ms[(f"imss-{kind}", size, conc)]
+                row += f"{noop:>11.2f} {imss:>11.2f} {imss - noop:>+6.2f} "
             print(row)
     if args.sender_filtering:
         print()
