@@ -68,6 +68,12 @@ def main() -> int:
         archive.writestr("zeros.bin", b"\0" * (50 * 1024 * 1024))
     bomb = with_attachment("bomb.zip", buffer.getvalue())
     print(f"  zip bomb (50 MB of zeros in {len(buffer.getvalue()) // 1024} KB): parse {cpu_ms(lambda: parse_message(bomb), 2):7.1f}")
+    # tag patterns that rescan the rest of the text for every unclosed "<a href=" are quadratic
+    unclosed = ("<html><body>" + "<a href=" * 50_000).encode()
+    html_bomb = (b"From: a@example.org\r\nTo: b@example.com\r\nSubject: x\r\n"
+                 b"Content-Type: text/html\r\n\r\n" + unclosed)
+    print(f"  HTML with 50,000 unclosed tags ({len(unclosed) // 1024} KB): parse "
+          f"{cpu_ms(lambda: parse_message(html_bomb), 2):7.1f}")
 
     print("Keyword conditions over 100 KB of text, CPU ms per evaluation (median)")
     rng = random.Random(7)

@@ -20,7 +20,7 @@ def _any_case(*names: str) -> str:
 
 _DROP_BLOCKS = re.compile(
     r"<(" + _any_case("script", "style", "head", "title", "noscript", "template")
-    + r")\b[^>]*>.*?(?:</(?i:\1)\s*>|\Z)", re.DOTALL)
+    + r")\b[^>]*(?:>|\Z).*?(?:</(?i:\1)\s*>|\Z)", re.DOTALL)
 _COMMENTS = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
 # Block-level tags separate words; inline ones do not ("fr<b>ee</b>" is "free",
 # a classic keyword-evasion trick).
@@ -28,8 +28,10 @@ _BLOCK_TAGS = re.compile(r"</?" + _any_case(
     "p", "div", "br", "hr", "tr", "td", "th", "li", "ul", "ol", "table", "tbody", "thead",
     "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "section", "article", "header",
     "footer", "nav", "dd", "dt", "dl", "option", "body", "html", "form", "center", "address")
-    + r"\b[^>]*>")
-_TAGS = re.compile(r"<[!/?]?[A-Za-z][^>]*>|<![^>]*>")
+    + r"\b[^>]*(?:>|\Z)")
+# A tag never closed runs to the end of the text, as in browsers. Every tag pattern ends at ">" or at
+# the end: with ">" alone, each of thousands of unclosed "<a href=" would rescan the rest (quadratic).
+_TAGS = re.compile(r"<[!/?]?[A-Za-z][^>]*(?:>|\Z)|<![^>]*(?:>|\Z)")
 # Invisible characters used to split keywords; removed before matching.
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
 

@@ -7,11 +7,11 @@ asked once. It also holds the hook that turns attachment bytes into text.
 
 from __future__ import annotations
 
-import html
 import re
 from typing import Any, Callable, Mapping
 
 from ..mime.model import Limits, MessageModel, Part
+from ..mime.text import html_to_text
 from .types import Envelope
 
 # Functions (part) -> str | None tried in order before the built-in text
@@ -22,18 +22,12 @@ TEXT_EXTRACTORS: list[Callable[[Part], str | None]] = []
 _TEXT_TRUE_TYPES = ("text", "html", "email")
 _NO_TEXT_TRUE_TYPES = ("archive", "image", "audio", "video")
 _PRINTABLE_RUN = re.compile(rb"[\x20-\x7e\t]{4,}")
-_HTML_DROP = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>|<!--.*?-->")
-_HTML_TAG = re.compile(r"(?s)<[^>]*>")
 
 
 def register_text_extractor(extractor: Callable[[Part], str | None]) -> None:
     """Add a document text extractor used by attachment.content (and DLP)."""
     if extractor not in TEXT_EXTRACTORS:
         TEXT_EXTRACTORS.append(extractor)
-
-
-def html_to_text(markup: str) -> str:
-    return html.unescape(_HTML_TAG.sub(" ", _HTML_DROP.sub(" ", markup)))
 
 
 def part_text(part: Part, max_chars: int) -> str:

@@ -118,3 +118,13 @@ def test_message_without_mime_headers_is_a_text_body():
     assert model.body_text == "Just text."
     assert model.parts[0].is_text_body
     assert model.attachments == []
+
+
+def test_a_tag_never_closed_hides_the_rest_as_browsers_do():
+    # a browser treats everything after an unclosed "<a" as attributes: nothing of it is shown
+    assert html_to_text("<p>shown</p><a href='x' title=hidden text") == "shown"
+    assert html_to_text("<p>shown<script>var x = 1;") == "shown"
+    # ">"-less tag runs end at the end of the text in one step each (thousands of them must stay linear)
+    assert html_to_text("before " + "<a href=" * 2000) == "before"
+    # a "<" that starts no tag is text
+    assert html_to_text("<p>1 < 2 and 3 > 2</p>") == "1 < 2 and 3 > 2"

@@ -118,11 +118,11 @@ def _cut(text: str, budget: Budget) -> str:
 
 # ---------------------------------------------------------------- OOXML and OpenDocument
 
-_TAG = re.compile(r"<[^>]*>")
+_TAG = re.compile(r"<[^<>]*>")     # XML: "<" cannot occur inside a tag; stopping there keeps this linear
 _DIGITS = re.compile(r"\d+")
-_WORD_BREAKS = re.compile(r"</w:p>|<w:br\b[^>]*/>|<w:cr\b[^>]*/>|</w:tr>")
-_WORD_TABS = re.compile(r"<w:tab\b[^>]*/>|</w:tc>")
-_SLIDE_BREAKS = re.compile(r"</a:p>|<a:br\b[^>]*/>|</a:tr>")
+_WORD_BREAKS = re.compile(r"</w:p>|<w:br\b[^<>]*/>|<w:cr\b[^<>]*/>|</w:tr>")
+_WORD_TABS = re.compile(r"<w:tab\b[^<>]*/>|</w:tc>")
+_SLIDE_BREAKS = re.compile(r"</a:p>|<a:br\b[^<>]*/>|</a:tr>")
 _ODF_BREAKS = re.compile(r"</text:p>|</text:h>|<text:line-break\b[^>]*/>|</table:table-row>|</text:list-item>")
 _ODF_TABS = re.compile(r"<text:tab\b[^>]*/>|</table:table-cell>")
 _ODF_SPACES = re.compile(r"<text:s\b[^>]*/>")
