@@ -136,8 +136,11 @@ def engine_pool() -> ThreadPoolExecutor:
 
 
 def prepare_engines(engines: dict, needed, model, envelope, scratch: dict, timings: dict) -> None:
-    """Run prepare() of the needed engines that have one, concurrently, each within its timeout.
+    """Run prepare() of the needed engines that have one, each within its timeout.
 
+    Engines that wait on a service (`blocking`: clamd, rspamd, DNS) run in the engine pool, so
+    their waits overlap; CPU-bound built-in engines run in the calling thread, where a pool hand-off
+    would only add work (they hold the interpreter lock; YARA and hashing release it themselves).
     A failure is kept in scratch and raised when a condition asks that engine (TimedEngine), so a
     rule that does not depend on the engine's answer is not held up by it."""
     jobs = [(name, engines[name]) for name in sorted(needed)
@@ -152,14 +155,17 @@ def prepare_engines(engines: dict, needed, model, envelope, scratch: dict, timin
         finally:
             timings[name] = timings.get(name, 0.0) + (time.perf_counter() - started)
 
-    if len(jobs) == 1:
-        name, engine = jobs[0]
+    waiting = [(name, engine) for name, engine in jobs if getattr(engine, "blocking", False)]
+    if len(waiting) < 2:
+        waiting = []          # a single service wait overlaps with nothing: no hand-off either
+    futures = [(name, engine, engine_pool().submit(run, name, engine)) for name, engine in waiting]
+    for name, engine in jobs:
+        if any(name == queued for queued, _ in waiting):
+            continue
         try:
             run(name, engine)
         except Exception as exc:   # noqa: BLE001 - answered when a condition asks (TimedEngine)
             scratch[(PREPARE_ERROR, name)] = exc
-        return
-    futures = [(name, engine, engine_pool().submit(run, name, engine)) for name, engine in jobs]
     for name, engine, future in futures:
         timeout = getattr(getattr(engine, "options", None), "timeout", None)
         try:

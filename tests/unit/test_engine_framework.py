@@ -36,7 +36,10 @@ ENVELOPE = Envelope(sender="alice@example.org", recipients=["bob@example.com"], 
 
 
 class BarrierEngine:
-    """prepare() waits until every other engine's prepare() is running too: only concurrency passes."""
+    """prepare() waits until every other engine's prepare() is running too: only concurrency passes.
+    Like clamd, rspamd or DNS lookups it waits on something (blocking), so it runs in the engine pool."""
+
+    blocking = True
 
     def __init__(self, barrier: threading.Barrier, findings=(), sleep: float = 0.0, fail: Exception | None = None):
         self.barrier = barrier
@@ -182,3 +185,27 @@ def test_a_misspelt_virus_category_is_refused_with_file_and_line():
         compile_rules([("/etc/imss-milter/rules/50-local.yaml", text)])
     assert "50-local.yaml:4" in str(info.value)
     assert "unknown category 'adwear'" in str(info.value) and "adware" in str(info.value)
+
+
+class CpuEngine:
+    """A built-in, CPU-bound engine: no pool hand-off, prepare() runs in the milter's own thread."""
+
+    def __init__(self):
+        self.thread = None
+
+    def prepare(self, model, envelope, scratch):
+        self.thread = threading.current_thread()
+
+    def check(self, condition, argument, model, envelope, scratch):
+        return []
+
+
+def test_cpu_bound_engines_prepare_in_the_calling_thread_beside_blocking_ones(runtime):
+    barrier = threading.Barrier(2)
+    antivirus, spam = CpuEngine(), BarrierEngine(barrier)
+    url = BarrierEngine(barrier)
+    runtime.engines.update(antivirus=antivirus, spam=spam, url=url)
+    envelope = Envelope(sender="alice@example.org", recipients=["cfo@example.com"], queue_id="QF2")
+    runtime.scan(message(), envelope)
+    assert antivirus.thread is threading.current_thread()
+    assert spam.prepared == url.prepared == 1      # the two blocking ones met at the barrier: concurrent

@@ -246,6 +246,7 @@ class ClamdEngine(AntivirusEngine):
     """Sends each decoded part (leaves, archive members, nested message parts) to clamd on its own."""
 
     backend = "clamd"
+    blocking = True         # waits on clamd: prepare() runs in the engine pool, beside the others
 
     def __init__(self, options, address: Address, max_stream: int):
         super().__init__(options)

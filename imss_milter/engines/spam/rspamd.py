@@ -152,6 +152,7 @@ class RspamdClient:
 
 
 class RspamdSpamEngine(SpamEngine):
+    blocking = True         # waits on rspamd: prepare() runs in the engine pool, beside the others
     def __init__(self, config, client: RspamdClient, options=None):
         super().__init__(config, options)
         self.client = client

@@ -47,6 +47,7 @@ def _finding(url: FoundUrl, name: str, category: str, domain: str, detail: str) 
 
 class UrlEngine:
     uses = ()
+    blocking = True         # waits on DNS: prepare() runs in the engine pool, beside the others
 
     def __init__(self, options, config: UrlConfig, blocked: BlockedList, dns_config):
         self.options = options
