@@ -44,9 +44,12 @@ def make_message(size: int) -> bytes:
     msg["From"] = "Sender <sender@example.org>"
     msg["To"] = "user@example.com"
     msg["Subject"] = "Quarterly figures and the minutes of the meeting"
-    text = ("Dear colleague, please find the figures attached. Regards.\n" * 40)
+    text = ("Dear colleague, please find the figures attached. Regards.\n" * 40
+            + "The full report: https://reports.example.net/q3/figures?id=42\n")
     msg.set_content(text)
-    msg.add_alternative(f"<html><body><p>{text}</p></body></html>", subtype="html")
+    msg.add_alternative(f"<html><body><p>{text}</p><p><a href=\"https://www.example.net/minutes\">minutes</a>"
+                        f" and <a href='http://portal.example.org/'>the portal</a></p></body></html>",
+                        subtype="html")
     padding = max(0, size - 6000)
     pdf = b"%PDF-1.4\n" + (b"1 0 obj << /Length 100 >> stream\n" + b"0" * 64 + b"\nendstream endobj\n") * (
         padding // 2 // 110 + 1)
@@ -129,6 +132,28 @@ sender_filtering:
 """
 
 
+URL_RULES = """\
+policies:
+  - name: phishing-links
+    route: {from: any, to: internal}
+    when: {url.reputation: [phishing, malware]}
+    actions: [{quarantine: {area: phishing}}]
+"""
+
+
+def engines_config(dns_port: int) -> str:
+    """Every engine on: built-in antivirus and spam (with its score header) and URIBL lookups."""
+    return f"""\
+dns: {{nameservers: ["127.0.0.1"], port: {dns_port}, timeout: 2s}}
+engines:
+  antivirus: {{backend: builtin}}
+  spam: {{backend: builtin, score_header: X-IMSS-Spam-Score}}
+  url:
+    zones:
+      - {{zone: uribl.bench.test, type: domain, codes: {{"127.0.1.4": phishing}}}}
+"""
+
+
 def percentile(values, fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
@@ -182,6 +207,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short run for smoke testing")
     parser.add_argument("--sender-filtering", action="store_true",
                         help="also run imss-milter with sender filtering on (rbldnsd on loopback, cached)")
+    parser.add_argument("--engines", action="store_true",
+                        help="also run imss-milter with the URL engine (URIBL on rbldnsd) and a spam score "
+                             "header beside the default antivirus and spam engines")
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.rounds, args.latency_messages = 60, 1, 30
@@ -210,9 +238,15 @@ def main(argv=None) -> int:
             os.path.join(root, f"imss-{k}"), max_message_size="50MB",
             socket_spec=None if k == "unix" else f"inet:{free_port()}@127.0.0.1").start()))
     dns = None
-    if args.sender_filtering:
+    if args.sender_filtering or args.engines:
         dns = Rbldnsd({"bl.bench.test": ("ip4set", "127.0.0.2 :127.0.0.2:listed\n"),
-                       "dyn.bench.test": ("ip4set", "127.0.0.5 :127.0.0.10:dynamic\n")}).start()
+                       "dyn.bench.test": ("ip4set", "127.0.0.5 :127.0.0.10:dynamic\n"),
+                       "uribl.bench.test": ("dnset", "phish.test :127.0.1.4:listed\n")}).start()
+    if args.engines:
+        configs.append(("imss-eng-unix", lambda: MilterDaemon(
+            os.path.join(root, "imss-eng-unix"), max_message_size="50MB",
+            rules={"50-urls.yaml": URL_RULES}, extra_config=engines_config(dns.port)).start()))
+    if args.sender_filtering:
         recipients = os.path.join(root, "recipients.txt")
         with open(recipients, "w") as handle:
             handle.write("user@example.com\n")
@@ -286,6 +320,15 @@ def main(argv=None) -> int:
                 noop, imss = cpu_ms[(f"noop-{kind}", size, conc)], cpu_ms[(f"imss-{kind}", size, conc)]
                 row += f"{noop:>11.2f} {imss:>11.2f} {imss - noop:>+6.2f} "
             print(row)
+    if args.engines:
+        print()
+        print("URL engine and spam score header on (imss-eng-unix) vs the default engines (imss-unix), same run:")
+        for size in sizes:
+            for conc in concurrencies:
+                base, on = results[("imss-unix", size, conc)], results[("imss-eng-unix", size, conc)]
+                noop = results[("noop-unix", size, conc)]
+                print(f"  {size // 1024:>5}KB x{conc:<3d} default {base:8.1f}  all engines {on:8.1f}  "
+                      f"ratio to no-op {on / noop:5.2f}  cpu {cpu_ms[('imss-eng-unix', size, conc)]:.2f} ms/msg")
     if args.sender_filtering:
         print()
         print("Sender filtering on (imss-sf-unix) vs off (imss-unix), same run:")
