@@ -154,3 +154,32 @@ def test_guided_search_equals_finditer_with_extra_end_offsets(pattern, text):
 ])
 def test_word_boundaries_are_dropped_only_outside_classes(pattern, expected):
     assert _without_word_boundaries(pattern) == expected
+
+
+# characters Unicode-aware patterns treat specially: other scripts' digits, no-break and other spaces,
+# letters whose case folding is ASCII (Kelvin sign), accented letters, combining marks, dashes, emoji
+UNICODE_FRAGMENTS = [
+    "４１１１ １１１１ １１１１ １１１１", "٤١١١ ١١١١ ١١١١ ١١١١", "536\u201122\u20111234", "PRJ-１２３４５６",
+    "4111\u00a01111\u00a01111\u00a01111", "4111\u20071111\u20071111\u20071111", "\u212aAB 12 34 56 C",
+    "Café", "naïve", "e\u0301", "José.García@exämple.com", "\u2014", "\u2028", "\U0001F4B3", "ＴＣＫ-123",
+    "TCK-１２３", "Straße", "İstanbul", "\ufeff", "\u200b4111 1111 1111 1111",
+]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_text_with_unicode_gets_the_same_results_both_ways(seed):
+    scanner = admin_config().scanner
+    rng = random.Random(5000 + seed)
+    text = "".join(rng.choice(UNICODE_FRAGMENTS + FRAGMENTS + FILLER) + rng.choice([" ", "", "\n", "\u00a0", "-"])
+                   for _ in range(120))
+    single, separate = both_ways(scanner, text)
+    assert single.matches == separate.matches
+
+
+@needs_hyperscan
+def test_text_that_is_not_ascii_is_prefiltered_through_its_ascii_shadow():
+    scanner = admin_config().scanner
+    text = "Café: Karte ４１１１ １１１１ １１１１ １１１１ \u2014 PRJ-123456"
+    assert scanner_module.ascii_shadow(text) == "Caf_: Karte 4111 1111 1111 1111 \x00 PRJ-123456"
+    assert len(scanner_module.ascii_shadow(text)) == len(text)
+    assert scanner._builtin.prefilter.ends(text) is not None, "one scan, not one pass per identifier"
