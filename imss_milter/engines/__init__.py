@@ -111,8 +111,12 @@ def parse_engine_sections(raw) -> dict[str, EngineOptions]:
         section = raw.get(name, DEFAULT_SECTIONS.get(name))
         if name not in ENGINE_MODULES:
             raise fail(f"unknown engine {name!r} (expected one of: {', '.join(ENGINE_MODULES)})", raw, key=name)
-        if section is None or section is False:
-            continue                     # `antivirus: null` / `false` turns a default engine off
+        if section is False:
+            continue                     # `antivirus: false` turns a default engine off
+        if section is None:
+            # `antivirus:` with every option commented out means its defaults, never "off"
+            section = LDict(DEFAULT_SECTIONS.get(name, {}))
+            section.file, section.line = getattr(raw, "file", None), getattr(raw, "line", None)
         if not isinstance(section, dict):
             raise fail(f"engines.{name} must be a mapping (backend, on_error, timeout, ...)", raw, key=name)
         if section.get("enabled", True) is False:

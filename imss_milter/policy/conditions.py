@@ -314,11 +314,30 @@ class Flag(Condition):
         return self.name == FLAG_ENCRYPTED and any(part.encrypted for part in ctx.model.parts)
 
     def check(self, ctx):
+        if isinstance(self.wanted, tuple):
+            return self.encrypted_of_types(ctx)
         if self.present(ctx) == self.wanted:
             notes = "; ".join(ctx.model.notes[:3])
             return self.evidence(f"{'is' if self.wanted else 'is not'} {self.name}" + (f": {notes}" if notes
                                                                                       and self.wanted else ""))
         return None
+
+
+    def encrypted_of_types(self, ctx):
+        """`encrypted: [archive, ...]`: an encrypted part whose own true type, or that of the archive or
+        document holding it, is one of the categories. Judged per part, unlike `all:` over two
+        conditions, which could pair an encrypted PDF with some other, plain zip."""
+        by_path = {tuple(part.path): part for part in ctx.model.parts}
+        found = []
+        for part in ctx.model.parts:
+            if not part.encrypted:
+                continue
+            path = tuple(part.path)
+            holders = [by_path.get(path[:depth]) for depth in range(1, len(path) + 1)]
+            if any(holder is not None and holder.true_type in self.wanted for holder in holders):
+                found.append({"condition": self.name, "detail": f"{'/'.join(path)} is encrypted",
+                              "path": list(path)})
+        return found or None
 
 
 # ---------------------------------------------------------------- text conditions
@@ -543,8 +562,17 @@ def _compile_content_type(name, value, env, container, key):
 
 
 def _compile_flag(name, value, env, container, key):
+    if name == FLAG_ENCRYPTED and isinstance(value, list):
+        categories = tuple(str(item).lower() for item in value)
+        unknown = [category for category in categories if category not in TRUE_TYPE_CATEGORIES]
+        if not categories or unknown:
+            raise fail(f"encrypted: expected true, false or a list of true-type categories "
+                       f"({', '.join(TRUE_TYPE_CATEGORIES)})" + (f", not {unknown[0]!r}" if unknown else ""),
+                       container, key)
+        return Flag(name, categories)
     if not isinstance(value, bool):
-        raise fail(f"{name}: expected true or false, got {type_name(value)}", container, key)
+        extra = " or a list of true-type categories" if name == FLAG_ENCRYPTED else ""
+        raise fail(f"{name}: expected true or false{extra}, got {type_name(value)}", container, key)
     return Flag(name, value)
 
 

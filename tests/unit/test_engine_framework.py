@@ -154,6 +154,12 @@ def test_bad_engine_sections_name_file_and_line(text, line, expected):
     assert f"imss-milter.yaml:{line}" in str(info.value)
 
 
+def test_an_engine_section_left_empty_means_its_defaults_not_off():
+    options = sections("engines:\n  antivirus:\n    # backend: clamd\n  spam: false\n")
+    assert options["antivirus"].backend == "builtin"
+    assert "spam" not in options
+
+
 def test_engine_options_defaults_and_switching_an_engine_off():
     options = sections("engines:\n  spam: {timeout: 5s, on_error: accept}\n  url: false\n")
     assert options["spam"].timeout == 5.0 and options["spam"].on_error == "accept"
