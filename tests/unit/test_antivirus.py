@@ -319,6 +319,21 @@ def test_yara_syntax_error_names_file_and_line(tmp_path):
     assert "YARA" in str(error.value)
 
 
+@pytest.mark.parametrize("target", ["/etc/passwd", "OUTSIDE"])
+def test_yara_include_is_refused_with_file_and_line(tmp_path, target):
+    # an update must not make the gateway read local files: not /etc/passwd, not even valid rules
+    outside = tmp_path / "elsewhere.yar"
+    outside.write_text('rule Outside { strings: $a = "outside-imss" condition: $a }\n')
+    directory = tmp_path / "antivirus"
+    directory.mkdir()
+    included = str(outside) if target == "OUTSIDE" else target
+    write(str(directory), "main.yar", f'rule ok {{ condition: false }}\n\ninclude "{included}"\n')
+    with pytest.raises(ConfigError) as error:
+        antivirus.validate_component("antivirus", str(directory))
+    assert f"main.yar:3: " in str(error.value)
+    assert "include is not allowed in pattern files; put the rules in the component" in str(error.value)
+
+
 def test_yara_unknown_category_is_refused_with_the_rules_line(tmp_path):
     path = write(tmp_path, "cat.yar", 'rule good { condition: false }\n\nrule typo\n{\n  meta:\n'
                                       '    category = "malwar"\n  condition: false\n}\n')

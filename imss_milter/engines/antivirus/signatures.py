@@ -31,6 +31,9 @@ YARA_THREADS = threading.BoundedSemaphore(16)
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _NAME = re.compile(r"^[^\s:]+$")
 _YARA_ERROR = re.compile(r"^(?P<file>.*?)\((?P<line>\d+)\): (?P<message>.*)$", re.S)
+# what libyara says for an `include` when includes are disabled, and what we tell the admin instead
+_YARA_INCLUDE_REFUSED = "includes are disabled"
+INCLUDE_NOT_ALLOWED = "include is not allowed in pattern files; put the rules in the component"
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,9 @@ def compile_yara(paths: list[str]):
         # namespaces keep equal rule names in two files apart
         sources[f"f{len(sources)}_{os.path.splitext(os.path.basename(path))[0]}"] = path
     try:
-        rules = yara.compile(filepaths=sources)
+        # an `include` would make the gateway read any local file an update names (a probe of the
+        # host's files), so pattern files must be self-contained
+        rules = yara.compile(filepaths=sources, includes=False)
     except yara.SyntaxError as exc:
         raise _yara_config_error(str(exc), paths) from None
     except yara.Error as exc:
@@ -141,7 +146,10 @@ def compile_yara(paths: list[str]):
 def _yara_config_error(message: str, paths: list[str]) -> ConfigError:
     match = _YARA_ERROR.match(message)
     if match:
-        return ConfigError(f"YARA: {match['message']}", match["file"], int(match["line"]))
+        text = match["message"]
+        if text.strip() == _YARA_INCLUDE_REFUSED:
+            return ConfigError(f"YARA: {INCLUDE_NOT_ALLOWED}", match["file"], int(match["line"]))
+        return ConfigError(f"YARA: {text}", match["file"], int(match["line"]))
     return ConfigError(f"YARA: {message}", paths[0] if len(paths) == 1 else None)
 
 
