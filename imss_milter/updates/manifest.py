@@ -152,31 +152,47 @@ def sha256_file(path: str) -> tuple[str, int]:
 # -- keys and signatures -------------------------------------------------------------
 
 def load_public_key(value: str):
-    """An Ed25519 public key from PEM text, a PEM file path, or the 32 raw bytes in base64."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    """An Ed25519 public key from the 32 raw bytes in base64, PEM text, or a PEM file path.
+
+    Decided by content, not by a leading '/': base64 may start with '/' too (1 key in 64)."""
     text = value.strip()
-    if text.startswith("/"):
-        try:
-            with open(text, "rb") as handle:
-                text = handle.read().decode("ascii", "replace").strip()
-        except OSError as exc:
-            raise UpdateError(f"cannot read public key {value}: {exc.strerror}") from None
+    raw = _raw_key_bytes(text)
+    if raw is not None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        return Ed25519PublicKey.from_public_bytes(raw)
     if text.startswith("-----BEGIN"):
-        try:
-            key = serialization.load_pem_public_key(text.encode("ascii", "replace"))
-        except ValueError as exc:
-            raise UpdateError(f"updates.public_key is not a PEM public key: {exc}") from None
-        if not isinstance(key, Ed25519PublicKey):
-            raise UpdateError("updates.public_key must be an Ed25519 key")
-        return key
+        return _pem_public_key(text, "updates.public_key")
+    if "\n" in text or not text:
+        raise UpdateError("updates.public_key: expected 32 bytes in base64, PEM text or a PEM file path")
+    try:
+        with open(text, "rb") as handle:
+            content = handle.read(1 << 16).decode("ascii", "replace").strip()
+    except OSError as exc:
+        raise UpdateError(f"cannot read public key file {text}: {exc.strerror} (updates.public_key: "
+                          "expected PEM, a PEM file path, or 32 bytes in base64)") from None
+    return _pem_public_key(content, text)
+
+
+def _raw_key_bytes(text: str) -> bytes | None:
+    """The 32 bytes when text is base64 of exactly 32 bytes, else None."""
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        raise UpdateError("updates.public_key: expected PEM, a PEM file path, or 32 bytes in base64")
-    return Ed25519PublicKey.from_public_bytes(raw)
+        return None
+    return raw if len(raw) == 32 else None
+
+
+def _pem_public_key(text: str, origin: str):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    try:
+        key = serialization.load_pem_public_key(text.encode("ascii", "replace"))
+    except ValueError as exc:
+        raise UpdateError(f"{origin}: expected an Ed25519 public key in PEM (-----BEGIN PUBLIC KEY-----): "
+                          f"{exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise UpdateError(f"{origin}: expected an Ed25519 public key, found another key type")
+    return key
 
 
 def load_private_key(path: str):
