@@ -125,6 +125,26 @@ def test_bad_rules_are_refused_with_location(tmp_path, rule, line, words):
     assert caught.value.line == line and words in str(caught.value)
 
 
+@pytest.mark.parametrize("text, line", [
+    ("# local rules\nrules: {}\n", 2),
+    ("rules:\n  name: A\n  type: body\n  regex: x\n  score: 1\n", 1),
+    ("rules: A\n", 1),
+])
+def test_rules_that_are_not_a_list_are_refused(tmp_path, text, line):
+    (tmp_path / "r.yaml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        spam.validate_component("spam", str(tmp_path))
+    assert f"r.yaml:{line}: " in str(caught.value) and "expected a list of rules" in str(caught.value)
+
+
+def test_rules_with_nothing_under_it_is_a_file_without_rules(tmp_path):
+    (tmp_path / "a.yaml").write_text("rules:\n")
+    (tmp_path / "b.yaml").write_text("rules: []\n")
+    (tmp_path / "c.yaml").write_text("rules:\n  - {name: A, type: body, regex: x, score: 1}\n")
+    spam.validate_component("spam", str(tmp_path))
+    assert [rule.name for rule in spam.rules.load_rules(str(tmp_path))] == ["A"]
+
+
 def test_a_rule_name_defined_twice_is_refused(tmp_path):
     (tmp_path / "a.yaml").write_text("rules:\n  - {name: A, type: body, regex: x, score: 1}\n")
     (tmp_path / "b.yaml").write_text("rules:\n  - {name: B, type: body, regex: y, score: 1}\n"
@@ -221,9 +241,35 @@ def test_levels_map_to_thresholds_high_sensitivity_catches_more(tmp_path):
 
 
 def test_levels_are_configurable(tmp_path):
-    engine = make_engine(tmp_path, "levels: {medium: 2}")
+    # high must come down with medium: it may not be less sensitive than medium
+    engine = make_engine(tmp_path, "levels: {medium: 2, high: 1}")
     findings, _ = run(engine, message(subject="winner"), ("level", "medium"))
     assert findings and ">= 2 (level medium)" in findings[0]["detail"]
+
+
+@pytest.mark.parametrize("section, line, words", [
+    # the wrong way round: high sensitivity must have the lowest threshold
+    ("levels:\n  low: 3\n  medium: 5\n  high: 8\n", 3, "medium (5) is above low (3)"),
+    ("levels:\n  low: 8\n  medium: 5\n  high: 6\n", 4, "high (6) is above medium (5)"),
+    # a level not given keeps its default, which must still fit
+    ("levels:\n  medium: 2\n", 2, "high (3, the default) is above medium (2)"),
+    ("levels:\n  low: 4\n", 2, "medium (5, the default) is above low (4)"),
+    # a clean message scores 0: such a threshold would call everything spam
+    ("levels:\n  low: 8\n  high: 0\n", 3, "above 0"),
+    ("levels:\n  high: -1\n", 2, "above 0"),
+])
+def test_levels_out_of_order_or_not_positive_are_refused(tmp_path, section, line, words):
+    with pytest.raises(ConfigError) as caught:
+        make_engine(tmp_path, section)
+    assert f"imss-milter.yaml:{line}: " in str(caught.value)
+    assert words in str(caught.value)
+    if "above 0" not in words:
+        assert "expected low >= medium >= high" in str(caught.value)
+
+
+def test_equal_levels_are_allowed(tmp_path):
+    engine = make_engine(tmp_path, "levels: {low: 4, medium: 4, high: 4}")
+    assert run(engine, message(subject="winner", body="cheap meds\n"), ("level", "low"))[0]    # 5.5
 
 
 @pytest.mark.parametrize("section, key", [

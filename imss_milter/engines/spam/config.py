@@ -75,8 +75,26 @@ def parse_levels(section) -> dict:
         if not _number(threshold):
             raise fail(f"engines.spam.levels.{name}: expected a score threshold number, got {threshold!r}",
                        value, name)
+        if threshold <= 0:
+            # a clean message scores 0, so a threshold of 0 or less would call every message spam
+            raise fail(f"engines.spam.levels.{name}: expected a score threshold above 0, got {threshold!r}",
+                       value, name)
         levels[name] = float(threshold)
+    check_level_order(levels, value)
     return levels
+
+
+def check_level_order(levels: dict, given) -> None:
+    """low >= medium >= high: higher sensitivity catches more, so it must have the lower threshold
+    (levels not given keep their defaults, and must fit too)."""
+    for stricter, looser in (("medium", "low"), ("high", "medium")):
+        if levels[stricter] > levels[looser]:
+            key = stricter if stricter in given else looser
+            shown = {name: f"{levels[name]:g}" + ("" if name in given else ", the default")
+                     for name in (stricter, looser)}
+            raise fail(f"engines.spam.levels: {stricter} ({shown[stricter]}) is above {looser} "
+                       f"({shown[looser]}); expected low >= medium >= high, since higher sensitivity "
+                       f"has the lower threshold (default {{low: 8, medium: 5, high: 3}})", given, key)
 
 
 def parse_score_header(section) -> str | None:

@@ -71,7 +71,9 @@ def parse_rule_file(data, path: str) -> list[tuple[SpamRule, tuple]]:
     for key in data:
         if key != "rules":
             raise fail(f"unknown key {key!r}; a spam rule file holds rules: [...]", data, key)
-    items = data.get("rules") or []
+    items = data.get("rules")
+    if items is None:
+        return []               # `rules:` with nothing under it: no rules, like an empty file
     if not isinstance(items, list):
         raise fail(f"rules: expected a list of rules, got {type_name(items)}", data, "rules")
     return [(parse_rule(item, items, index), (getattr(items, "file", path), _line(items, index)))
