@@ -57,6 +57,38 @@ def test_mistakes_name_file_and_line(text, line, expected):
     assert expected in str(raised.value)
 
 
+@pytest.mark.parametrize("codes, words", [
+    ('"10.0.0.1": spam', "outside 127.0.0.0/8"),
+    ('"126.255.255.255-127.0.0.2": spam', "outside 127.0.0.0/8"),
+    ('"127.255.255.254": spam', "127.255.255.0/24"),
+    ('"127.255.254.250-127.255.255.1": spam', "127.255.255.0/24"),
+    ('"127.0.0.2-127.255.255.255": spam', "127.255.255.0/24"),
+])
+def test_codes_that_can_never_be_a_listing_are_refused(codes, words):
+    with pytest.raises(ConfigError) as raised:
+        parse_url_section(options("    zones:\n      - zone: x.test\n        codes:\n"
+                                  "          \"127.0.1.2\": spam\n          " + codes + "\n"))
+    assert "main.yaml:7: " in str(raised.value) and words in str(raised.value)
+
+
+@pytest.mark.parametrize("key", ["0", "1", "3", "6", "256", "512", "16777216", "true"])
+def test_bitmask_keys_must_be_one_bit_of_the_last_octet(key):
+    with pytest.raises(ConfigError) as raised:
+        parse_url_section(options("    zones:\n      - zone: x.test\n        bitmask:\n"
+                                  "          8: phishing\n          " + key + ": spam\n"))
+    assert "main.yaml:7: " in str(raised.value)
+    assert "single bit value of the answer's last octet (2, 4, 8, 16, 32, 64 or 128)" in str(raised.value)
+
+
+def test_every_bit_of_the_last_octet_but_1_and_the_listing_range_edges_are_accepted():
+    config = parse_url_section(options(
+        "    zones:\n"
+        "      - {zone: a.test, bitmask: {2: a, 4: b, 8: c, 16: d, 32: e, 64: f, 128: g}}\n"
+        "      - {zone: b.test, codes: {\"127.0.0.0-127.255.254.255\": spam}}\n"))
+    assert [bit for bit, _ in config.zones[0].bitmask] == [2, 4, 8, 16, 32, 64, 128]
+    assert len(config.zones[1].codes) == 1
+
+
 def test_blocked_list_file_format(tmp_path):
     (tmp_path / "10-first.txt").write_text(
         "# comment\n\n*.bad.test phishing  # trailing comment\nexact.test\nshop-*.test malware\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Mapping
@@ -16,6 +17,12 @@ ENGINE_KEYS = ("zones", "blocked", "max_urls")
 DEFAULT_MAX_URLS = 50
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+\.?")
 _CATEGORY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+# a listing answers inside 127.0.0.0/8; 127.255.255.0/24 is how a list refuses our resolver
+_LISTING_NET = ipaddress.IPv4Network("127.0.0.0/8")
+_REFUSAL_NET = ipaddress.IPv4Network("127.255.255.0/24")
+# one list per bit of the answer's last octet; bit 1 is left out: URIBL answers 127.0.0.1 for a
+# refused query, so a category on it would turn refusals into listings
+BITMASK_BITS = (2, 4, 8, 16, 32, 64, 128)
 
 
 @dataclass(frozen=True)
@@ -52,18 +59,35 @@ def _codes(raw, entry, what: str) -> tuple[CodeRange, ...]:
         if bounds is None:
             raise fail(f"{what}.codes: expected an address like 127.0.1.2 or a range like 127.0.1.4-7, got {key!r}",
                        raw, key)
+        problem = _code_problem(*bounds)
+        if problem:
+            raise fail(f"{what}.codes: {key!r} {problem}", raw, key)
         ranges.append(CodeRange(bounds[0], bounds[1], category_name(category, raw, key, f"{what}.codes.{key}")))
     return tuple(ranges)
 
 
+def _code_problem(low: int, high: int) -> str | None:
+    """Why an answer range can never be a listing, or None when it can."""
+    first, last = ipaddress.IPv4Address(low), ipaddress.IPv4Address(high)
+    if first not in _LISTING_NET or last not in _LISTING_NET:
+        return "is outside 127.0.0.0/8: a URI blocklist lists with 127.x.y.z answers"
+    refused = _REFUSAL_NET
+    if low <= int(refused.broadcast_address) and high >= int(refused.network_address):
+        return ("reaches into 127.255.255.0/24: those answers mean the list refused our resolver, "
+                "never a listing")
+    return None
+
+
 def _bitmask(raw, entry, what: str) -> tuple[tuple[int, str], ...]:
+    allowed = ", ".join(map(str, BITMASK_BITS[:-1])) + f" or {BITMASK_BITS[-1]}"
     if not isinstance(raw, Mapping) or not raw:
-        raise fail(f"{what}.bitmask: expected a mapping of bit value (2, 4, 8...) to category", entry, "bitmask")
+        raise fail(f"{what}.bitmask: expected a mapping of bit value ({allowed}) to category", entry, "bitmask")
     bits = []
     for key, category in raw.items():
         bit = int(key) if isinstance(key, int) or (isinstance(key, str) and key.strip().isdigit()) else 0
-        if isinstance(key, bool) or bit <= 0 or bit >= 1 << 24:
-            raise fail(f"{what}.bitmask: expected a bit value such as 2, 4, 8 or 16, got {key!r}", raw, key)
+        if isinstance(key, bool) or bit not in BITMASK_BITS:
+            raise fail(f"{what}.bitmask: expected a single bit value of the answer's last octet ({allowed}), "
+                       f"got {key!r}", raw, key)
         bits.append((bit, category_name(category, raw, key, f"{what}.bitmask.{key}")))
     return tuple(bits)
 
