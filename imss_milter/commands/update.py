@@ -3,6 +3,7 @@ and `imss-milter rollback` (SPEC §5): the command-line side of imss_milter.upda
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -10,8 +11,17 @@ import sys
 
 from imss_milter.updates import (UpdateError, build_bundle, generate_key, rollback, run_update, status,
                                  update_config)
+from imss_milter.updates.layout import state_problem
 
 log = logging.getLogger(__name__)
+
+
+def accept_config(parser) -> None:
+    """--config after `update status|build|keygen` too, as after every other command (cli.py gives
+    the first-level commands this; nested actions need it here). SUPPRESS keeps a --config given
+    before the command when none is given after it."""
+    parser.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS,
+                        help="main config file (as before the command)")
 
 
 def register(subparsers) -> None:
@@ -28,6 +38,7 @@ def register(subparsers) -> None:
     show = actions.add_parser("status", help="installed version, time, source and kept versions per component")
     show.add_argument("--json", action="store_true", help="print a JSON array")
     show.set_defaults(handler=cmd_status)
+    accept_config(show)
 
     build = actions.add_parser("build", help="make a (signed) bundle from DIR/<component>/ for publishing")
     build.add_argument("directory", metavar="DIR")
@@ -37,10 +48,12 @@ def register(subparsers) -> None:
     build.add_argument("--key", metavar="KEY.pem", help="Ed25519 private key to sign the manifest with")
     build.add_argument("--component", action="append", metavar="C", help="only this component, repeatable")
     build.set_defaults(handler=cmd_build)
+    accept_config(build)
 
     keygen = actions.add_parser("keygen", help="make an Ed25519 signing key for publishers")
     keygen.add_argument("key_file", metavar="KEY.pem")
     keygen.set_defaults(handler=cmd_keygen)
+    accept_config(keygen)
 
     back = subparsers.add_parser("rollback", help="switch pattern components back to a kept version")
     back.add_argument("--component", metavar="C", help="component (default: those the last update installed)")
@@ -95,6 +108,8 @@ def cmd_update(args, settings) -> int:
     update_config(settings)          # a bad updates: section is reported with file:line first
     outcomes = run_update(settings, source=args.source, components=args.component, force=args.force,
                           events=event_sink(settings))
+    for warning in getattr(outcomes, "warnings", []):
+        print(f"imss-milter: warning: {warning}", file=sys.stderr)
     return print_outcomes(outcomes, args.json)
 
 
@@ -104,10 +119,15 @@ def cmd_rollback(args, settings) -> int:
 
 
 def cmd_status(args, settings) -> int:
+    # a damaged state.json is said (and the exit status says it); the versions still come from current/
+    problem = state_problem(settings.patterns_dir)
+    if problem:
+        print(f"imss-milter: {problem}: move it aside (mv it to state.json.damaged); update and rollback "
+              "refuse to run until then", file=sys.stderr)
     rows = status(settings)
     if args.json:
         print(json.dumps(rows))
-        return 0
+        return 1 if problem else 0
     for row in rows:
         version = row["version"] or "(shipped seed)"
         print(f"{row['component']}: {version}")
@@ -122,7 +142,7 @@ def cmd_status(args, settings) -> int:
         if last:
             reason = f": {last['reason']}" if last.get("reason") else ""
             print(f"  last: {last['time']} {last['result']} {last.get('version') or ''}{reason}".rstrip())
-    return 0
+    return 1 if problem else 0
 
 
 def cmd_build(args, settings) -> int:

@@ -158,17 +158,43 @@ def switch_current(patterns_dir: str, component: str, version: str) -> None:
 
 def install_staged(patterns_dir: str, component: str, version: str, staged: str) -> None:
     """Move a checked staging directory to versions/<component>/<version> (same filesystem: a rename).
-    A kept directory of that version that is not current is replaced (e.g. a forced reinstall)."""
+    A kept directory of that version that is not current is replaced (e.g. a forced reinstall); the
+    current one is replaced by reinstall_current, never edited in place."""
     final = version_dir(patterns_dir, component, version)
     os.makedirs(os.path.dirname(final), mode=0o755, exist_ok=True)
     give(os.path.dirname(final), owner_of(patterns_dir))
     if os.path.exists(final):
         if installed_versions(patterns_dir).get(component) == version:
-            raise UpdateError(f"{component} {version} is current; it is not replaced in place")
+            reinstall_current(patterns_dir, component, version, staged)
+            return
         remove_tree(final)
     give(staged, owner_of(patterns_dir))
     os.rename(staged, final)
     _fsync_dir(os.path.dirname(final))
+
+
+def reinstall_current(patterns_dir: str, component: str, version: str, staged: str) -> None:
+    """Replace the live version directory with a fresh copy: current/ first points at a hidden
+    interim copy, then the old directory goes and the fresh one takes its name, then current/ points
+    back at it. Each step is one rename, so the daemon only ever sees a complete set."""
+    final = version_dir(patterns_dir, component, version)
+    owner = owner_of(patterns_dir)
+    interim_name = f".{version}.reinstall.{os.getpid()}"
+    interim = os.path.join(versions_dir(patterns_dir, component), interim_name)
+    second = tempfile.mkdtemp(prefix=f"{component}-{version}-copy-", dir=staging_dir(patterns_dir))
+    os.rmdir(second)
+    shutil.copytree(staged, second, symlinks=True)
+    give(staged, owner)
+    give(second, owner)
+    if os.path.lexists(interim):
+        remove_tree(interim)
+    os.rename(staged, interim)
+    switch_current(patterns_dir, component, interim_name)
+    remove_tree(final)
+    os.rename(second, final)
+    _fsync_dir(os.path.dirname(final))
+    switch_current(patterns_dir, component, version)
+    remove_tree(interim)
 
 
 def remove_tree(path: str) -> None:
@@ -197,15 +223,39 @@ def _fsync_dir(path: str) -> None:
 
 # -- state.json ------------------------------------------------------------------------
 
-def read_state(patterns_dir: str) -> dict:
-    """The update state; an unreadable or damaged file reads as empty (the links on disk still rule)."""
+def state_problem(patterns_dir: str) -> str | None:
+    """What is wrong with state.json (file and why), or None when it is fine or does not exist yet."""
+    path = os.path.join(patterns_dir, STATE_NAME)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path} cannot be read: {exc.strerror}"
+    except ValueError as exc:
+        return f"{path} is damaged (not valid JSON: {exc})"
+    if not isinstance(state, dict) or not isinstance(state.get("components", {}), dict):
+        return f"{path} is damaged (expected an object with a \"components\" object)"
+    return None
+
+
+def read_state(patterns_dir: str, strict: bool = False) -> dict:
+    """The update state. strict (update, rollback): a damaged file is an UpdateError, so it is never
+    overwritten with what little we know; otherwise (metrics) it reads as empty."""
+    problem = state_problem(patterns_dir)
+    if problem:
+        if strict:
+            raise UpdateError(f"{problem}: move it aside (mv {os.path.join(patterns_dir, STATE_NAME)} "
+                              "state.json.damaged) and run again; current/ is not affected, only the "
+                              "install history and rolled-back holds are lost")
+        return {"components": {}}
     try:
         with open(os.path.join(patterns_dir, STATE_NAME), encoding="utf-8") as handle:
             state = json.load(handle)
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return {"components": {}}
-    if not isinstance(state, dict) or not isinstance(state.get("components"), dict):
-        return {"components": {}}
+    state.setdefault("components", {})
     return state
 
 

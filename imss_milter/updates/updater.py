@@ -60,6 +60,15 @@ class Outcome:
         return text
 
 
+class UpdateRun(list):
+    """The outcomes of one update run (a list of Outcome), plus warnings that concern no single
+    component (e.g. the local rule set does not load), each said once."""
+
+    def __init__(self, outcomes=(), warnings=()):
+        super().__init__(outcomes)
+        self.warnings: list[str] = list(warnings)
+
+
 def _no_events(category: str, event: str, detail: dict) -> None:
     pass
 
@@ -67,7 +76,7 @@ def _no_events(category: str, event: str, detail: dict) -> None:
 # -- update ---------------------------------------------------------------------------------
 
 def run_update(settings, source: str | None = None, components=None, force: bool = False,
-               events: EventSink = _no_events, config: UpdateConfig | None = None) -> list[Outcome]:
+               events: EventSink = _no_events, config: UpdateConfig | None = None) -> UpdateRun:
     """Install what the source offers that differs from current/ (or the given components).
 
     Raises UpdateError when the source as a whole is unusable (unreachable, bad manifest, bad
@@ -79,8 +88,8 @@ def run_update(settings, source: str | None = None, components=None, force: bool
     patterns_dir = settings.patterns_dir
     layout.ensure_layout(patterns_dir)
     with layout.update_lock(patterns_dir):
+        state = layout.read_state(patterns_dir, strict=True)     # damaged: refuse, never overwrite it
         _clear_staging(patterns_dir)
-        state = layout.read_state(patterns_dir)
         try:
             manifest, signed = fetch_manifest(Source(location, config.timeout), config)
         except UpdateError as exc:
@@ -92,6 +101,7 @@ def run_update(settings, source: str | None = None, components=None, force: bool
         failures = [o for o in outcomes if o.failed]
         _record_run(patterns_dir, state, location, "failure" if failures else "success",
                     "; ".join(o.line() for o in failures), outcomes)
+        state["last_update"]["warnings"] = list(outcomes.warnings)
         layout.write_state(patterns_dir, state)
     return outcomes
 
@@ -111,7 +121,7 @@ def fetch_manifest(source: Source, config: UpdateConfig) -> tuple[Manifest, bool
     return parse_manifest(data), signed
 
 
-def _install(settings, config, source, manifest, signed, components, force, state, events) -> list[Outcome]:
+def _install(settings, config, source, manifest, signed, components, force, state, events) -> UpdateRun:
     from ..engines import COMPONENT_MODULES
     patterns_dir = settings.patterns_dir
     asked = list(components or config.components or [])
@@ -149,21 +159,25 @@ def _install(settings, config, source, manifest, signed, components, force, stat
             outcomes.append(Outcome(name, "failed", entry.version, current.get(name), f"does not load: {exc}"))
             continue
         staged[name] = (entry, path)
-    if staged:
+    accepted, refused, warnings = _check_rules(settings, staged)
+    for name, reason in refused.items():
+        entry, path = staged[name]
+        shutil.rmtree(path, ignore_errors=True)
+        outcomes.append(Outcome(name, "failed", entry.version, current.get(name), reason))
+    for name in accepted:
+        entry, path = staged[name]
         try:
-            check_rule_set(settings, {name: path for name, (_, path) in staged.items()})
-        except ImssError as exc:
-            for name, (entry, path) in staged.items():
-                shutil.rmtree(path, ignore_errors=True)
-                outcomes.append(Outcome(name, "failed", entry.version, current.get(name),
-                                        f"the rule set does not load with it: {exc}"))
-            staged = {}
-    for name, (entry, path) in staged.items():
-        layout.install_staged(patterns_dir, name, entry.version, path)
-        layout.switch_current(patterns_dir, name, entry.version)
+            layout.install_staged(patterns_dir, name, entry.version, path)
+            layout.switch_current(patterns_dir, name, entry.version)
+        except (UpdateError, OSError) as exc:      # one component's trouble never stops the others
+            shutil.rmtree(path, ignore_errors=True)
+            outcomes.append(Outcome(name, "failed", entry.version, current.get(name), f"not installed: {exc}"))
+            continue
         _remember_install(state, name, entry.version, str(source), signed)
         prune(patterns_dir, name, state, config.keep)
         outcomes.append(Outcome(name, "installed", entry.version, current.get(name)))
+    for warning in warnings:
+        events("system", "pattern-update-warning", {"source": str(source), "reason": warning})
     for outcome in outcomes:
         _component_state(state, outcome.component)["last_result"] = {
             "time": layout.utc_now(), "result": outcome.result, "version": outcome.version,
@@ -176,7 +190,43 @@ def _install(settings, config, source, manifest, signed, components, force, stat
             events("system", "pattern-update-failed", {"component": outcome.component,
                                                        "version": outcome.version, "source": str(source),
                                                        "reason": outcome.reason})
-    return outcomes
+    return UpdateRun(outcomes, warnings)
+
+
+def _check_rules(settings, staged: dict) -> tuple[list[str], dict[str, str], list[str]]:
+    """Which staged components ({name: (entry, path)}) to install, which to refuse ({name: reason})
+    and warnings. A rule set that does not load even with the current patterns is the admin's to
+    fix: it must not block new signatures, so each component that loads on its own is installed and
+    the rules problem is said once. Otherwise each component is checked on top of the current set
+    of the others, so only the one that breaks the rules is blamed."""
+    if not staged:
+        return [], {}, []
+    paths = {name: path for name, (_, path) in staged.items()}
+    try:
+        check_rule_set(settings, paths)
+        return list(staged), {}, []
+    except ImssError:
+        pass
+    try:
+        check_rule_set(settings, {})
+    except ImssError as exc:
+        return list(staged), {}, [f"the rule set in {settings.rules_dir} does not load: {exc}"]
+    accepted, refused = [], {}
+    for name, path in paths.items():
+        try:
+            check_rule_set(settings, {name: path})
+            accepted.append(name)
+        except ImssError as exc:
+            refused[name] = f"the rule set does not load with it: {exc}"
+    if len(accepted) > 1:
+        try:
+            check_rule_set(settings, {name: paths[name] for name in accepted})
+        except ImssError as exc:         # each loads alone, not together: install none of them
+            together = ", ".join(accepted)
+            refused.update({name: f"the rule set does not load with {together} together: {exc}"
+                            for name in accepted})
+            accepted = []
+    return accepted, refused, []
 
 
 def validate_loadable(name: str, path: str) -> None:
@@ -248,12 +298,15 @@ def rollback(settings, component: str | None = None, to: str | None = None,
 
     Without a component: those the last update installed (or, with `to`, the component that
     keeps that version). The version rolled back from is held: later updates skip it."""
+    from ..engines import COMPONENT_MODULES
     patterns_dir = settings.patterns_dir
     if to is not None:
         check_version(to)
+    if component is not None and component not in COMPONENT_MODULES:
+        raise UpdateError(f"unknown component {component!r} (expected one of: {', '.join(COMPONENT_MODULES)})")
     layout.ensure_layout(patterns_dir)
     with layout.update_lock(patterns_dir):
-        state = layout.read_state(patterns_dir)
+        state = layout.read_state(patterns_dir, strict=True)    # damaged: refuse, never overwrite it
         current = layout.installed_versions(patterns_dir)
         names = _rollback_components(patterns_dir, state, current, component, to)
         outcomes = [_rollback_one(settings, state, name, current.get(name), to, events) for name in names]
@@ -374,11 +427,13 @@ def prune(patterns_dir: str, name: str, state: dict, keep: int) -> None:
 
 # -- status ---------------------------------------------------------------------------------
 
-def status(settings) -> list[dict]:
-    """One entry per component with an installed version or update history (seed components too)."""
+def status(settings, strict: bool = False) -> list[dict]:
+    """One entry per component with an installed version or update history (seed components too).
+    A damaged state.json reads as empty (the links still tell the versions), or raises when strict;
+    `update status` reports it with layout.state_problem."""
     from ..engines import COMPONENT_MODULES
     patterns_dir = settings.patterns_dir
-    state = layout.read_state(patterns_dir)
+    state = layout.read_state(patterns_dir, strict=strict)
     current = layout.installed_versions(patterns_dir)
     rows = []
     for name in sorted(set(COMPONENT_MODULES) | set(current) | set(state.get("components", {}))):
