@@ -470,6 +470,37 @@ def engines_of(condition: Condition | None) -> set[str]:
     return found
 
 
+def engine_conditions(condition: Condition | None) -> list["EngineCondition"]:
+    """Every engine condition of a condition tree, in order."""
+    if condition is None:
+        return []
+    if isinstance(condition, EngineCondition):
+        return [condition]
+    found = []
+    for child in getattr(condition, "children", ()):
+        found += engine_conditions(child)
+    if isinstance(condition, Not):
+        found += engine_conditions(condition.child)
+    return found
+
+
+def engine_condition_warnings(policies, engines) -> list[str]:
+    """What the engines say about the arguments enabled policies give them (an engine's optional
+    condition_warnings(condition, argument), e.g. a url.reputation category no zone produces).
+    Rules compile without the engines, so this runs once both exist (load and reload)."""
+    warnings: list[str] = []
+    for policy in policies:
+        if not policy.enabled:
+            continue
+        for condition in engine_conditions(policy.condition):
+            warn = getattr(engines.get(condition.engine), "condition_warnings", None)
+            if warn is not None:
+                where = f"{policy.file}:{policy.line}: " if policy.file and policy.line else ""
+                warnings += [f"{where}policy {policy.name!r}: {text}"
+                             for text in warn(condition.name, condition.argument)]
+    return list(dict.fromkeys(warnings))
+
+
 class EngineCondition(Condition):
     def __init__(self, name: str, argument):
         self.name = name
@@ -661,8 +692,10 @@ def _compile_sender_address(name, value, env, container, key):
 def _categories(name, value, container, key) -> tuple:
     if value is True:
         return ()
-    if value is False or value is None:
-        raise fail(f"{name}: expected true or a list of categories, got {value!r}", container, key)
+    if not isinstance(value, (str, list)) or not value:
+        # [] would read as "no category", which matches nothing; true is how to say "any"
+        shown = "an empty list" if isinstance(value, list) else "false" if value is False else type_name(value)
+        raise fail(f"{name}: expected true or a non-empty list of categories, got {shown}", container, key)
     found, _ = _string_list(value, name, container, key)
     return tuple(sorted({item.strip().lower() for item in found}))
 
@@ -765,4 +798,5 @@ def matched_paths(evidence: list[dict]) -> tuple[str, ...]:
 
 
 __all__ = ["CONDITIONS", "ENGINE_OF_CONDITION", "CompileEnv", "Condition", "NamedList", "compile_condition",
+           "engine_condition_warnings", "engine_conditions",
            "extensions", "basename", "matched_paths"]

@@ -483,3 +483,13 @@ def test_signatures_are_reloaded_when_a_file_changes(tmp_path):
     os.utime(path, ns=(1, 1))
     two = signatures_module.cached_signatures(str(tmp_path))
     assert [d.name for d in two.scan(second)] == ["Second-2"] and two.scan(first) == []
+
+
+@pytest.mark.parametrize("when, got", [("[]", "an empty list"), ("false", "false"), ("3", "a number"), ("", "nothing (null)")])
+def test_virus_condition_needs_true_or_categories(when, got):
+    from imss_milter.policy import compile_rules
+    with pytest.raises(ConfigError) as error:
+        compile_rules([("/r/10-av.yaml", "policies:\n  - name: av\n    when:\n"
+                                         f"      virus: {when}\n    actions: [reject]\n")])
+    assert "10-av.yaml:4: " in str(error.value)
+    assert f"virus: expected true or a non-empty list of categories, got {got}" in str(error.value)

@@ -11,6 +11,8 @@ from imss_milter.engines.url.config import parse_url_section
 from imss_milter.engines.url.normalise import normalise_url
 from imss_milter.errors import ConfigError
 from imss_milter.mime import parse_message
+from imss_milter.policy import compile_rules
+from imss_milter.policy.conditions import engine_condition_warnings
 from imss_milter.policy.types import Envelope
 from imss_milter.yamlconf import loads_yaml
 
@@ -179,3 +181,57 @@ def test_bad_pattern_file_stops_the_build(tmp_path):
 def test_blocked_list_add_refuses_junk():
     with pytest.raises(ValueError):
         BlockedList().add("")
+
+
+# ---------------------------------------------------------------- url.reputation categories in rules
+
+def rules_with(when: str, enabled: str = "true"):
+    return compile_rules([("/r/50-url.yaml",
+                           "policies:\n"
+                           "  - name: p\n"
+                           f"    enabled: {enabled}\n"
+                           "    route: {to: ['*@example.com']}\n"
+                           f"    when: {{url.reputation: {when}}}\n"
+                           "    actions: [reject]\n")], engines=["url"])
+
+
+def test_an_empty_category_list_is_refused_saying_what_is_expected():
+    with pytest.raises(ConfigError) as raised:
+        rules_with("[]")
+    assert "50-url.yaml:5: " in str(raised.value)
+    assert "url.reputation: expected true or a non-empty list of categories, got an empty list" in str(raised.value)
+
+
+def categorising_engine(tmp_path):
+    url_dir = tmp_path / "patterns" / "current" / "url"
+    url_dir.mkdir(parents=True)
+    (url_dir / "blocked.txt").write_text("*.fraud.test fraud\nshop.test/kit* kit-malware\n")
+    return build(options(
+        "    blocked: [\"*.bad.test\"]\n"
+        "    zones:\n"
+        "      - {zone: uribl.example.test, codes: {\"127.0.1.2\": spam, \"127.0.1.4\": phishing}}\n"
+        "      - {zone: surbl.example.test, bitmask: {16: malware}}\n"
+        "      - {zone: plain.example.test}\n"), settings(tmp_path))
+
+
+def test_the_engine_names_every_category_it_can_produce(tmp_path):
+    assert categorising_engine(tmp_path).categories() == {
+        "spam", "phishing", "malware", "plain.example.test", "fraud", "kit-malware", "blocked", "mismatch"}
+
+
+def test_a_category_nothing_produces_is_a_warning_naming_policy_file_and_line(tmp_path):
+    engine = categorising_engine(tmp_path)
+    rules = rules_with("[phising, malware, fraud, mismatch, blocked, plain.example.test]")
+    [warning] = engine_condition_warnings(rules.policies, {"url": engine})
+    assert warning.startswith("/r/50-url.yaml:2: policy 'p': url.reputation category 'phising' is produced by no")
+    assert "known: blocked, fraud, kit-malware, malware, mismatch, phishing" in warning
+    assert engine_condition_warnings(rules_with("true").policies, {"url": engine}) == []
+    # a disabled policy asks nothing of the engine
+    assert engine_condition_warnings(rules_with("[phising]", enabled="false").policies, {"url": engine}) == []
+
+
+def test_rules_naming_categories_compile_without_a_url_engine():
+    rules = compile_rules([("/r/50-url.yaml", "policies:\n  - name: p\n    when: {url.reputation: [phising]}\n"
+                                              "    actions: [reject]\n")], engines=[])
+    assert any("no url engine is configured" in warning for warning in rules.warnings)
+    assert engine_condition_warnings(rules.policies, {}) == []

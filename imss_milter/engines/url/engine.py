@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from ...errors import ImssError
-from .blocked import BlockedList
+from .blocked import DEFAULT_CATEGORY, BlockedList
 from .config import UrlConfig
 from .extract import FoundUrl, extract_urls
 from .lookup import UrlLookups, query_names
@@ -23,6 +23,8 @@ SCRATCH_FINDINGS = "url.findings"    # listings as plain dicts: url, domain, zon
 MISMATCH = "mismatch"                # a link whose text shows another site than it opens
 # categories that come from the message alone: a DNS failure cannot hide them
 LOCAL_ONLY_CATEGORIES = frozenset({MISMATCH})
+# what the engine itself produces, whatever the zones and lists say
+BUILTIN_CATEGORIES = frozenset({DEFAULT_CATEGORY, MISMATCH})
 
 
 class UrlLookupError(ImssError):
@@ -130,6 +132,34 @@ class UrlEngine:
                         f"{url.normal.url} listed by {zone} as {category} "
                         f"({domain}: {', '.join(result.addresses)})"))
         scan.errors = [f"{zone}: {why}" for zone, why in failed_zones.items()]
+
+    # -- what it can answer ------------------------------------------------
+
+    def categories(self) -> frozenset[str]:
+        """Every category a finding of this engine can have: the zones' codes and bits (or the zone's
+        name when it has neither), the blocked list's categories, and the built-in ones."""
+        found = set(BUILTIN_CATEGORIES)
+        for zone in self.config.zones:
+            if zone.codes:
+                found.update(code.category for code in zone.codes)
+            elif zone.bitmask:
+                found.update(category for _, category in zone.bitmask)
+            else:
+                found.add(zone.zone)
+        found.update(category for category, _ in self.blocked.exact.values())
+        found.update(category for category, _ in self.blocked.suffix.values())
+        found.update(category for *_, category, _ in self.blocked.globs)
+        return frozenset(found)
+
+    def condition_warnings(self, condition: str, argument) -> list[str]:
+        """check-config warnings for a url.reputation category nothing here produces (likely a typo:
+        the condition would silently never hold for it)."""
+        if condition != "url.reputation" or not argument:
+            return []
+        known = self.categories()
+        return [f"url.reputation category {category!r} is produced by no zone code or bit, no blocked-list "
+                f"entry and no built-in category; known: {', '.join(sorted(known))}"
+                for category in argument if category not in known]
 
     # -- the condition ---------------------------------------------------
 
