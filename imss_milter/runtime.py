@@ -24,6 +24,7 @@ from .mime import parse_message
 from .mime.model import MessageModel
 from .notify import Notifier, parse_notifications
 from .policy import compile_rules, read_rule_sources
+from .policy.conditions import engine_condition_warnings
 from .policy.types import Envelope, Verdict
 from .sender import SenderFilter
 from .sender.config import parse_dns, parse_sender_filtering
@@ -239,6 +240,8 @@ class Runtime:
                               limits=self.settings.limits, engines=[*self.engines, *pattern_engines],
                               dlp_patterns=dlp_patterns)
         rules.engines = pattern_engines
+        # conditions asking for what no configured engine can report (a misspelt URL category)
+        rules.warnings += engine_condition_warnings(rules.policies, {**self.engines, **pattern_engines})
         return rules
 
     @property

@@ -153,7 +153,7 @@ def test_zone_without_codes_lists_with_its_name_as_category(tmp_path, rbldnsd):
 
 def test_refused_answer_is_an_error_not_a_listing(tmp_path, rbldnsd):
     engine = make_engine(tmp_path, rbldnsd.port,
-                         extra_zones="      - {zone: refused.example.test, codes: {\"127.0.0.2-127.255.255.255\": x}}\n")
+                         extra_zones="      - {zone: refused.example.test, codes: {\"127.0.0.2-127.255.254.255\": x}}\n")
     # the other zones list phish.test as phishing: that listing stands
     assert [f["name"] for f in scan(engine, "http://phish.test/", ("phishing",))[0]] == ["uribl.example.test"]
     # but nothing the refused zone could have said is known: a question it might answer raises

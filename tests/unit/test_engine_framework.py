@@ -215,3 +215,16 @@ def test_cpu_bound_engines_prepare_in_the_calling_thread_beside_blocking_ones(ru
     runtime.scan(message(), envelope)
     assert antivirus.thread is threading.current_thread()
     assert spam.prepared == url.prepared == 1      # the two blocking ones met at the barrier: concurrent
+
+
+def test_check_config_warns_about_a_url_category_no_zone_produces(tmp_path):
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "50.yaml").write_text("policies:\n  - name: url-typo\n    when: {url.reputation: [phising]}\n"
+                                       "    actions: [reject]\n")
+    config = tmp_path / "imss-milter.yaml"
+    config.write_text(f"rules_dir: {rules_dir}\nstate_dir: {tmp_path / 'state'}\nengines:\n  url:\n    zones:\n"
+                      f"      - {{zone: uribl.test, type: domain, codes: {{'127.0.1.4': phishing}}}}\n")
+    runtime = Runtime(load_settings(str(config)), sender_filter=False, store=False)
+    [warning] = [w for w in runtime.rules.warnings if "phising" in w]
+    assert "50.yaml:2" in warning and "phishing" in warning
