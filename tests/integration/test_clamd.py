@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import textwrap
 import zipfile
 from email.message import EmailMessage
 
@@ -23,9 +22,9 @@ from imss_milter.mime import parse_message
 from imss_milter.mime.model import FLAG_ARCHIVE_LIMIT
 from imss_milter.runtime import Runtime
 from imss_milter.policy.types import Envelope
-from imss_milter.settings import load_settings
 from tests.helpers.clamd import Clamd, clamd_available, eicar
 from tests.helpers.milterctx import run_message
+from tests.helpers.runtime import runtime_for
 
 pytestmark = pytest.mark.skipif(not clamd_available(), reason="clamd (clamav-daemon) is not installed")
 
@@ -138,20 +137,11 @@ policies:
 """
 
 
-def runtime_for(tmp_path, address: str, on_error: str = "tempfail") -> Runtime:
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir(parents=True, exist_ok=True)
-    (rules_dir / "10-virus.yaml").write_text(RULES)
-    config = tmp_path / "imss-milter.yaml"
-    config.write_text(textwrap.dedent(f"""\
-        milter: {{user: ""}}
-        internal_domains: [example.com]
-        rules_dir: {rules_dir}
-        state_dir: {tmp_path / 'state'}
+def clamd_runtime(tmp_path, address: str, on_error: str = "tempfail") -> Runtime:
+    return runtime_for(tmp_path, {"10-virus.yaml": RULES}, f"""\
         engines:
           antivirus: {{backend: clamd, socket: "{address}", timeout: 10s, on_error: {on_error}}}
-        """))
-    return Runtime(load_settings(str(config)))
+        """)
 
 
 ENVELOPE = Envelope(sender="alice@example.org", recipients=["bob@example.com"], client_ip="192.0.2.10")
@@ -159,8 +149,8 @@ ENVELOPE = Envelope(sender="alice@example.org", recipients=["bob@example.com"], 
 
 def test_clamd_stopped_answers_per_on_error(tmp_path):
     with Clamd(databases()) as server:
-        tempfail = runtime_for(tmp_path / "t", server.address, "tempfail")
-        accept = runtime_for(tmp_path / "a", server.address, "accept")
+        tempfail = clamd_runtime(tmp_path / "t", server.address, "tempfail")
+        accept = clamd_runtime(tmp_path / "a", server.address, "accept")
         raw = message([("eicar.com", eicar())])
         assert tempfail.scan(raw, ENVELOPE).verdict.action == "quarantine"
         server.stop()
@@ -179,7 +169,7 @@ def test_clamd_stopped_answers_per_on_error(tmp_path):
 
 
 def test_milter_quarantines_a_virus_found_by_clamd(clamd, tmp_path):
-    runtime = runtime_for(tmp_path, clamd.address)
+    runtime = clamd_runtime(tmp_path, clamd.address)
     previous = ImssMilter.runtime
     ImssMilter.runtime = runtime
     try:
@@ -201,7 +191,7 @@ def test_milter_quarantines_a_virus_found_by_clamd(clamd, tmp_path):
 
 
 def test_milter_tags_grayware_and_delivers_when_only_grayware_rules_exist(clamd, tmp_path):
-    runtime = runtime_for(tmp_path, clamd.address)
+    runtime = clamd_runtime(tmp_path, clamd.address)
     (tmp_path / "rules" / "20-off.yaml").write_text(
         "policies:\n  - name: quarantine-viruses\n    enabled: false\n")
     assert runtime.reload()

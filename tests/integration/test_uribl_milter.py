@@ -3,16 +3,14 @@ and a dead blocklist is answered per the engine's on_error."""
 
 import os
 import shutil
-import textwrap
 from email.message import EmailMessage
 
 import pytest
 
 from imss_milter.milter import ImssMilter
-from imss_milter.runtime import Runtime
-from imss_milter.settings import load_settings
 from tests.helpers.milterctx import run_message
 from tests.helpers.rbldnsd import BlackholeDns, Rbldnsd
+from tests.helpers.runtime import runtime_for
 
 pytestmark = pytest.mark.skipif(shutil.which("rbldnsd") is None and not os.path.exists("/usr/sbin/rbldnsd"),
                                 reason="rbldnsd is not installed (apt-get install rbldnsd)")
@@ -39,15 +37,7 @@ def rbldnsd():
 
 
 def make_runtime(tmp_path, port, on_error="tempfail", timeout="2s"):
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir(exist_ok=True)
-    (rules_dir / "10-url.yaml").write_text(RULES)
-    config = tmp_path / "imss-milter.yaml"
-    config.write_text(textwrap.dedent(f"""\
-        milter: {{user: ""}}
-        internal_domains: [example.com]
-        rules_dir: {rules_dir}
-        state_dir: {tmp_path / 'state'}
+    return runtime_for(tmp_path, {"10-url.yaml": RULES}, f"""\
         patterns_dir: {tmp_path / 'patterns'}
         dns: {{nameservers: ["127.0.0.1"], port: {port}, timeout: {timeout}}}
         engines:
@@ -55,8 +45,7 @@ def make_runtime(tmp_path, port, on_error="tempfail", timeout="2s"):
             on_error: {on_error}
             zones:
               - {{zone: uribl.example.test, type: domain, codes: {{"127.0.1.2": spam, "127.0.1.4": phishing}}}}
-        """))
-    return Runtime(load_settings(str(config)))
+        """)
 
 
 @pytest.fixture

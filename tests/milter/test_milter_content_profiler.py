@@ -7,14 +7,12 @@ engines (EICAR and GTUBE), and the real SenderFilter on its own state dir.
 from __future__ import annotations
 
 import base64
-import textwrap
 
 import pytest
 
 from imss_milter.milter import ImssMilter
-from imss_milter.runtime import Runtime
-from imss_milter.settings import load_settings
 from tests.helpers.milterctx import run_message
+from tests.helpers.runtime import runtime_for
 
 EICAR = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*" + "GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -34,22 +32,13 @@ policies:
 
 @pytest.fixture
 def runtime(tmp_path):
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir()
-    (rules_dir / "10-content.yaml").write_text(RULES)
-    config = tmp_path / "imss-milter.yaml"
-    config.write_text(textwrap.dedent(f"""\
-        milter: {{user: ""}}
-        internal_domains: [example.com]
-        rules_dir: {rules_dir}
-        state_dir: {tmp_path / 'state'}
+    rt = runtime_for(tmp_path, {"10-content.yaml": RULES}, """\
         sender_filtering:
           approved_hosts: ["192.0.2.99"]
           ip_profiler:
-            virus: {{threshold: 2, window: 1h, block: 1h, action: reject}}
-            spam:  {{threshold: 2, window: 1h, block: 1h, action: tempfail}}
-        """))
-    rt = Runtime(load_settings(str(config)))
+            virus: {threshold: 2, window: 1h, block: 1h, action: reject}
+            spam:  {threshold: 2, window: 1h, block: 1h, action: tempfail}
+        """)
     previous = ImssMilter.runtime
     ImssMilter.runtime = rt
     yield rt

@@ -3,7 +3,6 @@ matched routes need run concurrently within each engine's timeout, and on_error 
 
 from __future__ import annotations
 
-import textwrap
 import threading
 import time
 from email.message import EmailMessage
@@ -16,6 +15,7 @@ from imss_milter.policy.types import Envelope
 from imss_milter.runtime import EngineTimeout, Runtime
 from imss_milter.settings import load_settings
 from imss_milter.yamlconf import loads_yaml
+from tests.helpers.runtime import runtime_for
 
 RULES = """\
 policies:
@@ -69,17 +69,7 @@ class Options:
 
 @pytest.fixture
 def runtime(tmp_path):
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir()
-    (rules_dir / "50.yaml").write_text(RULES)
-    config = tmp_path / "imss-milter.yaml"
-    config.write_text(textwrap.dedent(f"""\
-        milter: {{user: ""}}
-        internal_domains: [example.com]
-        rules_dir: {rules_dir}
-        state_dir: {tmp_path / 'state'}
-        """))
-    return Runtime(load_settings(str(config)), sender_filter=False)
+    return runtime_for(tmp_path, {"50.yaml": RULES}, sender_filter=False)
 
 
 def message() -> bytes:

@@ -3,7 +3,6 @@ is what is left), and imss_engine_errors_total{engine} counts the exceptions eng
 
 from __future__ import annotations
 
-import textwrap
 import time
 from email.message import EmailMessage
 
@@ -12,8 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from imss_milter.metrics import Metrics
 from imss_milter.policy.types import Envelope
-from imss_milter.runtime import Runtime
-from imss_milter.settings import load_settings
+from tests.helpers.runtime import runtime_for
 
 ENGINE_SECONDS = 0.06
 RULES = """\
@@ -47,17 +45,7 @@ class SlowEngine:
 
 @pytest.fixture
 def runtime(tmp_path):
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir()
-    (rules_dir / "50.yaml").write_text(RULES)
-    config = tmp_path / "imss-milter.yaml"
-    config.write_text(textwrap.dedent(f"""\
-        milter: {{user: ""}}
-        internal_domains: [example.com]
-        rules_dir: {rules_dir}
-        state_dir: {tmp_path / 'state'}
-        """))
-    runtime = Runtime(load_settings(str(config)), sender_filter=False)
+    runtime = runtime_for(tmp_path, {"50.yaml": RULES}, sender_filter=False)
     runtime.registry = CollectorRegistry()
     runtime.metrics = Metrics(registry=runtime.registry)
     return runtime

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import textwrap
 
 import pytest
 
 from imss_milter.milter import ImssMilter
-from imss_milter.runtime import Runtime
-from imss_milter.settings import load_settings
 from tests.helpers.milterctx import run_message
+from tests.helpers.runtime import runtime_for
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*" + "GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
@@ -24,19 +22,10 @@ policies:
 
 @pytest.fixture
 def runtime(tmp_path):
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir()
-    (rules_dir / "10-spam.yaml").write_text(RULES)
-    config = tmp_path / "imss-milter.yaml"
-    config.write_text(textwrap.dedent(f"""\
-        milter: {{user: ""}}
-        internal_domains: [example.com]
-        rules_dir: {rules_dir}
-        state_dir: {tmp_path / 'state'}
+    rt = runtime_for(tmp_path, {"10-spam.yaml": RULES}, """\
         engines:
-          spam: {{backend: builtin, score_header: X-IMSS-Spam-Score, approved_senders: ["*@partner.example"]}}
-        """))
-    rt = Runtime(load_settings(str(config)))
+          spam: {backend: builtin, score_header: X-IMSS-Spam-Score, approved_senders: ["*@partner.example"]}
+        """)
     previous = ImssMilter.runtime
     ImssMilter.runtime = rt
     yield rt
