@@ -34,6 +34,7 @@ import milter as libmilter
 
 from . import __version__
 from . import metrics as metrics_module
+from .engines import COMPONENT_MODULES
 from .errors import ConfigError, ImssError
 from .milter import ImssMilter, activity
 from .policy import rules_dir_warnings
@@ -229,6 +230,8 @@ class Master:
     def component_versions(self) -> dict:
         """What imss_pattern_version_info shows: this program, the rule set, the installed patterns."""
         versions = {"imss-milter": __version__, "rules": self.rules_version}
+        # a component no update installed runs on the seed shipped with this version of the program
+        versions.update({component: f"seed-{__version__}" for component in COMPONENT_MODULES})
         versions.update(installed_versions(self.settings.patterns_dir))
         return versions
 

@@ -193,7 +193,10 @@ def test_versions_and_labels_stay_bounded(stack):
     _, _, _, listen = stack
     samples = scrape(listen)
     components = {dict(labels)["component"] for (name, labels) in samples if name == "imss_pattern_version_info"}
-    assert {"imss-milter", "rules"} <= components
+    assert {"imss-milter", "rules", "antivirus", "spam", "url", "dlp"} <= components
+    seed = {dict(labels)["version"] for (name, labels) in samples
+            if name == "imss_pattern_version_info" and dict(labels)["component"] == "antivirus"}
+    assert len(seed) == 1 and seed.pop().startswith("seed-"), "no update installed: the shipped seed set runs"
     for (name, labels) in samples:
         for label_value in dict(labels).values():
             assert "@" not in label_value, f"{name} carries an address in a label"
