@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import yara
 
 from ...errors import ConfigError
+from ...yamlconf import read_text
 from .categories import CATEGORIES, category_from_name, normalise_category
 
 HASH_EXTENSIONS = {".hdb": ("md5",), ".hsb": ("sha256", "sha1")}
@@ -111,16 +112,7 @@ def load_hash_file(path: str, signatures: HashSignatures) -> None:
 
 
 def _read_lines(path: str) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read signature file: {exc.strerror}", path) from None
-    try:
-        return data.decode("utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ConfigError("signature files must be UTF-8 text", path, line) from None
+    return read_text(path, "signature file").splitlines()
 
 
 def compile_yara(paths: list[str]):
