@@ -17,6 +17,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from ..errors import ImssError
+from ..sqlite_wal import enable_wal
 from .config import PROFILER_KINDS
 
 
@@ -127,7 +128,7 @@ class SQLiteState(StateBackend):
                 connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                              check_same_thread=False)
                 connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-                connection.execute("PRAGMA journal_mode = WAL")
+                enable_wal(connection, self.busy_timeout)
                 connection.execute("PRAGMA synchronous = NORMAL")
                 connection.executescript(_SCHEMA)
             except sqlite3.Error as exc:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 
 from imss_milter.errors import StoreError
+from imss_milter.sqlite_wal import enable_wal
 from imss_milter.policy.types import Envelope
 from imss_milter.store.base import (
     DEFAULT_RETENTION_DAYS,
@@ -226,7 +227,7 @@ class SQLiteStore(StoreBackend):
             try:
                 conn = self._open_connection()
                 try:
-                    conn.execute("PRAGMA journal_mode=WAL")
+                    enable_wal(conn, BUSY_TIMEOUT_SECONDS)
                     self._migrate(conn)
                 finally:
                     conn.close()

@@ -1,9 +1,12 @@
 """Store under concurrent writers: threads of one process and several processes, nothing lost."""
 
 import multiprocessing
+import sqlite3
 import threading
+import time
 
 from imss_milter.policy.types import Envelope
+from imss_milter.sender.state import SQLiteState
 from imss_milter.store import Store
 
 PER_WORKER = 40
@@ -113,3 +116,52 @@ def test_store_opened_before_fork_is_safe_in_children(tmp_path):
     store.close()
     ids = parent_id + after_id + [q for ids in collected.values() for q in ids]
     check_everything_recorded(state_dir, ["parent", "parent-after"] + workers, ids)
+
+
+def hold_write_lock(db_path: str, seconds: float):
+    """Another process creating its schema: a write lock on a new (rollback-mode) database for a while."""
+    locked = threading.Event()
+
+    def other_process():
+        conn = sqlite3.connect(db_path, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TABLE IF NOT EXISTS other_schema (x INTEGER)")
+        locked.set()
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+        conn.close()
+
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    locked.wait(10)
+    return holder
+
+
+def test_sender_state_opened_while_another_process_writes_its_schema_waits_instead_of_failing(tmp_path):
+    path = str(tmp_path / "sender.db")
+    holder = hold_write_lock(path, 0.3)
+    try:
+        state = SQLiteState(path)
+        state.close()
+    finally:
+        holder.join(10)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_opening_a_new_store_while_another_process_writes_its_schema_waits_instead_of_failing(tmp_path):
+    """SQLite refuses the switch to WAL at once (no busy wait) while another connection holds a write
+    lock on a database still in rollback mode: two daemons or a CLI and a daemon starting together."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    db_path = str(state_dir / "imss.db")
+    holder = hold_write_lock(db_path, 0.3)
+    store = Store(str(state_dir))
+    try:
+        store.log_event("system", "start", {})
+        assert [e["event"] for e in store.query_logs("events")] == ["start"]
+    finally:
+        holder.join(10)
+        store.close()
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
