@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import textwrap
 from email.message import EmailMessage
 
 import pytest
@@ -16,6 +15,7 @@ from imss_milter.runtime import Runtime
 from imss_milter.settings import load_settings
 from tests.helpers.daemon import imss_command
 from tests.helpers.milterctx import run_message
+from tests.helpers.runtime import write_config
 
 CARDS = ["4111 1111 1111 1111", "5555-5555-5555-4444", "378282246310005", "6011 1111 1111 1117",
          "3530111333300000"]
@@ -52,17 +52,7 @@ def card_message(subject: str = "payment list") -> bytes:
 
 @pytest.fixture
 def config(tmp_path):
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir()
-    (rules_dir / "50-dlp.yaml").write_text(RULES)
-    path = tmp_path / "imss-milter.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        milter: {{user: ""}}
-        internal_domains: [example.com]
-        rules_dir: {rules_dir}
-        state_dir: {tmp_path / 'state'}
-        """))
-    return str(path)
+    return write_config(tmp_path, {"50-dlp.yaml": RULES})
 
 
 def test_scan_json_shows_masked_values_only(config, tmp_path):
