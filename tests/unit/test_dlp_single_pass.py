@@ -9,7 +9,8 @@ import regex
 
 from imss_milter.engines.dlp import compile_dlp, predefined_config
 from imss_milter.engines.dlp import scanner as scanner_module
-from imss_milter.engines.dlp.scanner import _without_word_boundaries, guided_finditer
+from imss_milter.engines.dlp.scanner import guided_finditer
+from imss_milter.prefilter import ascii_shadow
 from imss_milter.yamlconf import loads_yaml
 
 # values, near misses and values that overlap each other (a card's digits, a date that looks like an SSN)
@@ -148,14 +149,6 @@ def test_guided_search_equals_finditer_with_extra_end_offsets(pattern, text):
         assert [m.span() for m in guided_finditer(compiled, text, true_ends, width, None)] == expected
 
 
-@pytest.mark.parametrize("pattern,expected", [
-    (r"\bMRN\b", "MRN"), (r"[\b]x\b", r"[\b]x"), (r"\\b", r"\\b"), (r"[]\b]\B", r"[]\b]"),
-    (r"[^]\b]\bq", r"[^]\b]q"),
-])
-def test_word_boundaries_are_dropped_only_outside_classes(pattern, expected):
-    assert _without_word_boundaries(pattern) == expected
-
-
 # characters Unicode-aware patterns treat specially: other scripts' digits, no-break and other spaces,
 # letters whose case folding is ASCII (Kelvin sign), accented letters, combining marks, dashes, emoji
 UNICODE_FRAGMENTS = [
@@ -180,6 +173,6 @@ def test_text_with_unicode_gets_the_same_results_both_ways(seed):
 def test_text_that_is_not_ascii_is_prefiltered_through_its_ascii_shadow():
     scanner = admin_config().scanner
     text = "Café: Karte ４１１１ １１１１ １１１１ １１１１ \u2014 PRJ-123456"
-    assert scanner_module.ascii_shadow(text) == "Caf_: Karte 4111 1111 1111 1111 \x00 PRJ-123456"
-    assert len(scanner_module.ascii_shadow(text)) == len(text)
+    assert ascii_shadow(text) == "Caf_: Karte 4111 1111 1111 1111 \x00 PRJ-123456"
+    assert len(ascii_shadow(text)) == len(text)
     assert scanner._builtin.prefilter.ends(text) is not None, "one scan, not one pass per identifier"

@@ -11,21 +11,14 @@ candidates reach the validators (Luhn, mod-97...).
 from __future__ import annotations
 
 import bisect
-import functools
 import re
 import re._parser as sre_parse
-import threading
 import time
-import unicodedata
 from dataclasses import dataclass, field
 
 import regex
 
-try:
-    import hyperscan
-except ImportError:     # the scan then runs one pass per expression identifier
-    hyperscan = None
-
+from ...prefilter import Prefilter, hyperscan
 from ...textmatch import TextMatcher
 from .identifiers import ExpressionIdentifier, KeywordIdentifier, Match
 
@@ -49,160 +42,6 @@ def _squeeze(text: str) -> str:
     return " ".join(text.split())
 
 
-class _Prefilter:
-    """Every expression identifier that Hyperscan can approximate, in ONE database scanned once per text.
-
-    Hyperscan's prefilter mode widens a pattern it cannot run exactly (it
-    drops lookarounds), so a scan reports every offset where a match of
-    the real pattern may END, and more. Scanning costs about the same for
-    one pattern or fifty: it is a multi-pattern automaton, not a loop.
-    Patterns it refuses (regex-only syntax, patterns that can match the
-    empty string, non-ASCII characters) are left to a pass of their own.
-
-    The database is ASCII: Unicode classes (\\d as every script's digits)
-    made the built-in patterns take 3 s to compile against 0.5 s. A text
-    that is not ASCII is scanned through its ASCII shadow (ascii_shadow):
-    the same length, each other character replaced by an ASCII one that the
-    classes Python's patterns use treat alike, so no candidate is lost.
-    """
-
-    MAX_HITS = 50_000       # a text this dense in candidates is scanned the old way, pattern by pattern
-
-    def __init__(self, patterns: list[tuple[str, bool]]):
-        self.database, self.accepted = _prefilter_database(tuple(patterns))
-        self._threads = threading.local()       # a hyperscan scratch serves one scan at a time
-
-    def ends(self, text: str) -> dict[int, list[int]] | None:
-        """Pattern index -> sorted offsets where its matches may end, for each accepted pattern;
-        None when the text cannot be prefiltered (not ASCII, or too many candidates)."""
-        if self.database is None:
-            return None
-        text = ascii_shadow(text)
-        if _PYTHON_ONLY_SPACE.search(text):
-            return None
-        scratch = getattr(self._threads, "scratch", None)
-        if scratch is None:
-            scratch = self._threads.scratch = hyperscan.Scratch(self.database)
-        hits: list[tuple[int, int]] = []
-
-        def on_match(pattern_id, _start, end, _flags, _context):
-            hits.append((pattern_id, end))
-            return len(hits) > self.MAX_HITS        # True stops the scan
-
-        self.database.scan(text.encode("ascii"), match_event_handler=on_match, scratch=scratch)
-        if len(hits) > self.MAX_HITS:
-            return None
-        by_id: dict[int, list[int]] = {pattern_id: [] for pattern_id in self.accepted.values()}
-        for pattern_id, end in hits:
-            by_id[pattern_id].append(end)
-        return {index: sorted(by_id[pattern_id]) for index, pattern_id in self.accepted.items()}
-
-
-def ascii_shadow(text: str) -> str:
-    """text with every non-ASCII character replaced by one ASCII character, offsets unchanged.
-
-    The stand-in keeps what Python's Unicode classes say about the character: a digit of any
-    script becomes the ASCII digit of its value (\\d), white space a space (\\s), a character whose
-    case folding is one ASCII letter that letter (IGNORECASE: the Kelvin sign is k), any other word
-    character "_" (\\w, yet inside no letter range a pattern names) and the rest NUL (\\W, \\S, \\D,
-    "."). A pattern matching the original then matches the shadow wherever it used those classes:
-    the prefilter may only find more candidates, and candidates are checked on the original text.
-    """
-    if text.isascii():
-        return text
-    return _NON_ASCII.sub(lambda found: _shadow_of(found.group()), text)
-
-
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
-
-
-@functools.lru_cache(maxsize=4096)
-def _shadow_of(char: str) -> str:
-    digit = unicodedata.decimal(char, None)
-    if digit is not None:
-        return str(digit)
-    if char.isspace():
-        return " "
-    folded = char.casefold()
-    if len(folded) == 1 and folded.isascii() and folded.isalpha():
-        return folded
-    if regex.match(r"\w", char):
-        return "_"
-    return "\x00"
-
-
-# ASCII characters Python's \s matches and Hyperscan's may not: a text holding one is not prefiltered
-_PYTHON_ONLY_SPACE = re.compile("[\x0b\x1c-\x1f]")
-_HS_FLAGS = hyperscan.HS_FLAG_PREFILTER if hyperscan is not None else 0
-# (pattern, case_sensitive) tuple -> (database, {pattern index: hyperscan id}); the built-in
-# identifiers' database takes half a second to compile and is the same for every rule set
-_databases: dict[tuple, tuple] = {}
-_databases_lock = threading.Lock()
-
-
-def _prefilter_database(patterns: tuple[tuple[str, bool], ...]):
-    with _databases_lock:
-        if patterns not in _databases:
-            _databases[patterns] = _compile_prefilter(patterns)
-        return _databases[patterns]
-
-
-def _compile_prefilter(patterns: tuple[tuple[str, bool], ...]):
-    variants = [(index, _without_word_boundaries(pattern),
-                 _HS_FLAGS | (0 if case_sensitive else hyperscan.HS_FLAG_CASELESS))
-                for index, (pattern, case_sensitive) in enumerate(patterns) if pattern.isascii()]
-    database = _hyperscan_database(variants)
-    if database is None:        # one pattern spoils the lot: find the ones Hyperscan takes
-        variants = [variant for variant in variants if _hyperscan_database([variant]) is not None]
-        database = _hyperscan_database(variants)
-    if database is None:
-        return None, {}
-    return database, {index: pattern_id for pattern_id, (index, _, _) in enumerate(variants)}
-
-
-def _hyperscan_database(variants: list[tuple[int, str, int]]):
-    if not variants:
-        return None
-    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    try:
-        database.compile(expressions=[pattern.encode("ascii") for _, pattern, _ in variants],
-                         ids=list(range(len(variants))), elements=len(variants),
-                         flags=[flags for _, _, flags in variants])
-    except hyperscan.error:
-        return None
-    return database
-
-
-def _without_word_boundaries(pattern: str) -> str:
-    """The pattern less its \\b and \\B outside character classes (Hyperscan refuses them in Unicode
-    mode; inside a class \\b is a backspace). Dropping a zero-width assertion only widens what a
-    pattern matches, which a prefilter may do."""
-    out, index, in_class = [], 0, False
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\":
-            escape = pattern[index:index + 2]
-            if not (escape in ("\\b", "\\B") and not in_class):
-                out.append(escape)
-            index += 2
-            continue
-        if char == "[" and not in_class:
-            in_class = True
-            out.append(char)
-            # a ] right after [ or [^ is a literal member, not the end of the class
-            following = 2 if pattern[index + 1:index + 2] == "^" else 1
-            if pattern[index + following:index + following + 1] == "]":
-                out.append(pattern[index + 1:index + following + 1])
-                index += following
-        elif char == "]" and in_class:
-            in_class = False
-            out.append(char)
-        else:
-            out.append(char)
-        index += 1
-    return "".join(out)
-
-
 def _max_width(pattern: str, case_sensitive: bool) -> int | None:
     """The most characters a match can span, None when unbounded or unknown (regex-only syntax)."""
     try:
@@ -221,7 +60,7 @@ class _Expressions:
     One `regex` alternation of every pattern is NOT that pass: the engine
     tries every branch at every position (13 patterns over 100 KB: 270 ms
     as one alternation, 25 ms as 13 passes). Instead a Hyperscan prefilter
-    (_Prefilter) scans the text once for all of them and says where each
+    (imss_milter.prefilter) scans the text once for all of them and says where each
     identifier's matches may end; each identifier's own pattern then runs
     only there (guided_finditer), and finds exactly what a pass of its own
     would find: two identifiers can still match the same characters.
@@ -236,7 +75,7 @@ class _Expressions:
                                                     else f"(?i:{identifier.pattern})", regex.V0),
                           _max_width(identifier.pattern, identifier.case_sensitive))
                          for identifier in identifiers]
-        self.prefilter = (_Prefilter([(i.pattern, i.case_sensitive) for i in identifiers])
+        self.prefilter = (Prefilter([(i.pattern, i.case_sensitive) for i in identifiers])
                           if hyperscan is not None and identifiers else None)
 
     def candidates(self, text: str, single_pass: bool = True):

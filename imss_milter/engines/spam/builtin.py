@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import re
 
+import regex
+
+from ...prefilter import Prefilter
+from ...textmatch import anchored_finditer, url_starts
 from .engine import MESSAGE_RAW_KEY, RuleHit, SpamEngine, SpamResult
+
+# rule types searched in one long text each: a Hyperscan prefilter says which rules can match it
+PREFILTERED_TYPES = ("body", "raw")
 
 # URLs as a reader sees them: in the text, and in HTML attributes the text no longer shows
 _URL = re.compile(r"""(?i)\b(?:https?|ftp)://[^\s"'<>()\[\]{}\\^`|]+""")
@@ -20,12 +27,30 @@ class BuiltinSpamEngine(SpamEngine):
     def __init__(self, config, rules, options=None):
         super().__init__(config, options)
         self.rules = list(rules)
+        # type -> (prefilter of its rules, {id(rule): index}); the other types' texts are short
+        self.prefilters = {}
+        for kind in PREFILTERED_TYPES:
+            of_kind = [rule for rule in self.rules if rule.type == kind]
+            if of_kind:
+                prefilter = Prefilter([(rule.pattern.pattern, bool(not rule.pattern.flags & regex.IGNORECASE))
+                                       for rule in of_kind])
+                if prefilter.active:
+                    self.prefilters[kind] = (prefilter, {id(rule): index for index, rule in enumerate(of_kind)})
 
     def score_message(self, model, envelope, scratch: dict) -> SpamResult:
         result = SpamResult()
         texts = MessageTexts(model, scratch)
         timeout = self.config.regex_timeout
+        possible = {}       # type -> indexes of its rules that may match (one scan of the text)
         for rule in self.rules:
+            prefiltered = self.prefilters.get(rule.type)
+            if prefiltered is not None:
+                prefilter, indexes = prefiltered
+                if rule.type not in possible:
+                    (text,) = texts.of(rule)
+                    possible[rule.type] = prefilter.candidates(text, len(indexes))
+                if indexes[id(rule)] not in possible[rule.type]:
+                    continue        # the prefilter saw no match of this rule anywhere in the text
             matched = False
             for text in texts.of(rule):
                 found = rule.search(text, timeout)
@@ -88,7 +113,7 @@ def message_urls(model) -> list[str]:
         if part.is_text_body:
             sources.append(decode_part(part))
     for text in sources:
-        for match in _URL.finditer(text):
+        for match in anchored_finditer(_URL, text, url_starts(text)):
             seen.setdefault(match.group().rstrip(".,;:!?"), None)
             if len(seen) >= MAX_URLS:
                 return list(seen)

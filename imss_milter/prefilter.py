@@ -1,0 +1,325 @@
+"""One Hyperscan scan of a text says which of many regular expressions may match it, and where.
+
+Rules and identifiers are written for the `regex` module (version 0
+syntax, as Python's `re`). Running each over a message costs a pass per
+pattern; a Hyperscan database of all of them is one multi-pattern scan,
+whatever their number. Hyperscan is only a PREFILTER here: it may report
+more than the patterns match, never less, and every candidate is then
+confirmed by the pattern itself. Three things keep it from reporting less:
+
+* Hyperscan never reads the pattern's source. Python parses it
+  (re._parser) and this module writes Hyperscan's pattern from that parse
+  (_Writer), so a syntax the two read differently (`a{,3}`, `\\xe9`,
+  `\\p{L}`, `[[:alpha:]]`) cannot slip through: what Python does not parse,
+  or what the writer cannot express, is left out and its pattern runs on
+  every text.
+* Zero-width assertions (`\\b`, lookarounds) are dropped, atomic groups and
+  possessive repeats become plain ones: each only widens the pattern.
+* The databases are ASCII. A text that is not ASCII is scanned through its
+  ASCII shadow (ascii_shadow): the same length, each other character
+  replaced by one ASCII character that the pattern's classes treat alike.
+  For that text a second database is used in which negated classes match
+  any character (the shadow of a character outside `[^k]` may be `k`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import re._constants as sre
+import re._parser as sre_parse
+import threading
+import unicodedata
+
+import regex
+
+try:
+    import hyperscan
+except ImportError:     # every pattern then runs on every text
+    hyperscan = None
+
+
+class Prefilter:
+    """Patterns [(pattern, case_sensitive)], compiled once; ends()/candidates() from any thread."""
+
+    MAX_HITS = 50_000       # a text this dense in candidates is not prefiltered
+
+    def __init__(self, patterns: list[tuple[str, bool]]):
+        self.exact, self.shadow, self.accepted = prefilter_databases(tuple(patterns)) \
+            if hyperscan is not None else (None, None, {})
+        self._threads = threading.local()       # a hyperscan scratch serves one scan at a time
+
+    @property
+    def active(self) -> bool:
+        return self.exact is not None
+
+    def ends(self, text: str) -> dict[int, list[int]] | None:
+        """Pattern index -> sorted offsets where its matches may end, for each accepted pattern
+        (an empty list: it cannot match); None when the text is not prefiltered (too many hits)."""
+        if self.exact is None:
+            return None
+        if text.isascii():
+            database, data = self.exact, text
+        else:
+            database, data = self.shadow, ascii_shadow(text)
+        scratches = getattr(self._threads, "scratches", None)
+        if scratches is None:
+            scratches = self._threads.scratches = {}
+        scratch = scratches.get(id(database))
+        if scratch is None:
+            scratch = scratches[id(database)] = hyperscan.Scratch(database)
+        hits: list[tuple[int, int]] = []
+
+        def on_match(pattern_id, _start, end, _flags, _context):
+            hits.append((pattern_id, end))
+            return len(hits) > self.MAX_HITS        # True stops the scan
+
+        database.scan(data.encode("ascii"), match_event_handler=on_match, scratch=scratch)
+        if len(hits) > self.MAX_HITS:
+            return None
+        by_id: dict[int, list[int]] = {pattern_id: [] for pattern_id in self.accepted.values()}
+        for pattern_id, end in hits:
+            by_id[pattern_id].append(end)
+        return {index: sorted(by_id[pattern_id]) for index, pattern_id in self.accepted.items()}
+
+    def candidates(self, text: str, count: int) -> set[int]:
+        """Indexes (of `count` patterns) that may match text: every pattern the prefilter left out,
+        and the accepted ones it found."""
+        ends = self.ends(text)
+        if ends is None:
+            return set(range(count))
+        return {index for index in range(count) if ends.get(index, True)}
+
+
+# --- the ASCII shadow of a text ---------------------------------------------------------------
+
+def ascii_shadow(text: str) -> str:
+    """text with every non-ASCII character replaced by one ASCII character, offsets unchanged.
+
+    The stand-in keeps what Python's Unicode classes say about the character: a digit of any
+    script becomes the ASCII digit of its value (\\d), white space a space (\\s), a character that a
+    case-insensitive pattern matches as an ASCII letter that letter (the Kelvin sign is k, the
+    dotted capital and the dotless i are i), any other word character "_" (\\w, yet inside no letter range a
+    pattern names) and the rest NUL (\\W, \\S, \\D, "."). Positive classes and literals that match
+    the original then match the shadow; negated ones are widened in the shadow database.
+    """
+    if text.isascii():
+        return text
+    return _NON_ASCII.sub(lambda found: _shadow_of(found.group()), text)
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_ASCII_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+@functools.lru_cache(maxsize=4096)
+def _shadow_of(char: str) -> str:
+    digit = unicodedata.decimal(char, None)
+    if digit is not None:
+        return str(digit)
+    if regex.match(r"\s", char):
+        return " "
+    # the letter the pattern engine itself matches it as (simple case folding: not always casefold())
+    for letter in _ASCII_LETTERS:
+        # [iI]: a class also catches a character one of whose case variants is the letter (dotless i)
+        if regex.fullmatch(f"[{letter}{letter.upper()}]", char, regex.IGNORECASE | regex.V0):
+            return letter
+    if regex.match(r"\w", char):
+        return "_"
+    return "\x00"
+
+
+# --- writing Hyperscan's pattern from Python's parse -----------------------------------------
+
+class Unsupported(Exception):
+    """The pattern holds something the writer cannot express exactly or more widely."""
+
+
+# \d, \w and \s on ASCII. \s: the regex module's is [\t\n\v\f\r ], Python's re adds \x1c-\x1f; the
+# class holds both and its negation neither, so the prefilter is wide enough for either engine.
+_CATEGORIES = {
+    sre.CATEGORY_DIGIT: "0-9",
+    sre.CATEGORY_WORD: "0-9A-Za-z_",
+    sre.CATEGORY_SPACE: "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f ",
+}
+_NARROW_CATEGORIES = {**_CATEGORIES, sre.CATEGORY_SPACE: "\\t\\n\\x0b\\x0c\\r "}
+_NOT_CATEGORIES = {     # spelled as the negation of these
+    sre.CATEGORY_NOT_DIGIT: "0-9",
+    sre.CATEGORY_NOT_WORD: "0-9A-Za-z_",
+    sre.CATEGORY_NOT_SPACE: "\\t\\n\\x0b\\x0c\\r ",
+}
+_ANY_CHARACTER = "[\\x00-\\x7f]"
+_SCOPED_FLAGS = {sre.SRE_FLAG_IGNORECASE: "i", sre.SRE_FLAG_DOTALL: "s"}
+_IGNORED_FLAGS = sre.SRE_FLAG_UNICODE | sre.SRE_FLAG_VERBOSE     # VERBOSE is spent by the parse
+
+
+class _Writer:
+    """Hyperscan source for a parsed pattern. widen_negated: negated classes match anything."""
+
+    def __init__(self, widen_negated: bool):
+        self.widen = widen_negated
+
+    def sequence(self, items) -> str:
+        return "".join(self.item(op, av) for op, av in items)
+
+    def item(self, op, av) -> str:
+        if op is sre.LITERAL:
+            return _char(av)
+        if op is sre.NOT_LITERAL:
+            return _ANY_CHARACTER if self.widen else "[^" + _class_char(av) + "]"
+        if op is sre.ANY:
+            return "."
+        if op is sre.IN:
+            return self.char_class(av)
+        if op is sre.BRANCH:
+            return "(?:" + "|".join(self.sequence(branch) for branch in av[1]) + ")"
+        if op is sre.SUBPATTERN:
+            _group, add, delete, items = av
+            flags_on = self.scoped(add)
+            flags_off = self.scoped(delete)
+            modifiers = flags_on + ("-" + flags_off if flags_off else "")
+            return "(?" + modifiers + ":" + self.sequence(items) + ")"
+        if op is sre.ATOMIC_GROUP:
+            return "(?:" + self.sequence(av) + ")"
+        if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+            low, high, items = av
+            bound = f"{{{low},}}" if high is sre.MAXREPEAT else f"{{{low},{high}}}"
+            return "(?:" + self.sequence(items) + ")" + bound
+        if op is sre.AT:
+            return _AT.get(av, "")       # \b and \B are left out: only wider
+        if op in (sre.ASSERT, sre.ASSERT_NOT):
+            return ""                    # lookarounds are left out: only wider
+        raise Unsupported(str(op))
+
+    def scoped(self, flags: int) -> str:
+        flags &= ~_IGNORED_FLAGS
+        letters = ""
+        for flag, letter in _SCOPED_FLAGS.items():
+            if flags & flag:
+                letters += letter
+                flags &= ~flag
+        if flags:
+            raise Unsupported(f"flags {flags}")
+        return letters
+
+    def char_class(self, members) -> str:
+        negated = bool(members) and members[0][0] is sre.NEGATE
+        if negated:
+            if self.widen:
+                return _ANY_CHARACTER
+            members = members[1:]
+        plain, negated_categories = "", []
+        for op, av in members:
+            if op is sre.LITERAL:
+                plain += _class_char(av)
+            elif op is sre.RANGE:
+                plain += _class_char(av[0]) + "-" + _class_char(av[1])
+            elif op is sre.CATEGORY and av in _CATEGORIES:
+                # in a negated class the narrow spelling (\s as the regex module's): the negation is wider
+                plain += _NARROW_CATEGORIES[av] if negated else _CATEGORIES[av]
+            elif op is sre.CATEGORY and av in _NOT_CATEGORIES:
+                negated_categories.append(_NOT_CATEGORIES[av])
+            else:
+                raise Unsupported(str(op))
+        if negated:
+            if negated_categories:
+                raise Unsupported("negated class holding a negated category")
+            return "[^" + plain + "]"
+        # [\Wx]: a class of its own for each negated category, in an alternation
+        pieces = (["[" + plain + "]"] if plain else []) + ["[^" + spelled + "]" for spelled in negated_categories]
+        return pieces[0] if len(pieces) == 1 else "(?:" + "|".join(pieces) + ")"
+
+
+_AT = {
+    sre.AT_BEGINNING: "^", sre.AT_BEGINNING_STRING: "\\A",
+    sre.AT_END: "$", sre.AT_END_STRING: "\\Z",        # PCRE's \Z also before a final newline: wider
+}
+
+
+def _char(code: int) -> str:
+    if code > 0x7f:
+        raise Unsupported("non-ASCII character")
+    char = chr(code)
+    return char if char.isalnum() else f"\\x{code:02x}"
+
+
+def _class_char(code: int) -> str:
+    if code > 0x7f:
+        raise Unsupported("non-ASCII character")
+    return f"\\x{code:02x}"
+
+
+def hyperscan_source(pattern: str, case_sensitive: bool, widen_negated: bool = False) -> tuple[str, int] | None:
+    """(source, hyperscan flags) of the prefilter for a `regex` V0 pattern, None when none can be
+    written (the pattern then runs on every text)."""
+    if hyperscan is None or _POSIX_CLASS.search(pattern):
+        return None      # the regex module reads [[:alpha:]] as a POSIX class, Python's parser not
+    try:
+        parsed = sre_parse.parse(pattern, 0 if case_sensitive else re.IGNORECASE)
+        source = _Writer(widen_negated).sequence(list(parsed))
+    except (re.error, Unsupported, RecursionError, OverflowError, ValueError, TypeError):
+        return None
+    flags = hyperscan.HS_FLAG_PREFILTER
+    global_flags = parsed.state.flags
+    if global_flags & re.IGNORECASE:
+        flags |= hyperscan.HS_FLAG_CASELESS
+    if global_flags & re.DOTALL:
+        flags |= hyperscan.HS_FLAG_DOTALL
+    if global_flags & re.MULTILINE:
+        flags |= hyperscan.HS_FLAG_MULTILINE
+    if global_flags & re.ASCII or global_flags & re.LOCALE:
+        return None
+    return source, flags
+
+
+_POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")
+
+
+# --- databases, cached: the same patterns compile once per process -----------------------------
+
+# patterns -> (exact database, shadow database, {pattern index: hyperscan id})
+_databases: dict[tuple, tuple] = {}
+_databases_lock = threading.Lock()
+
+
+def prefilter_databases(patterns: tuple[tuple[str, bool], ...]):
+    with _databases_lock:
+        if patterns not in _databases:
+            _databases[patterns] = _compile(patterns)
+        return _databases[patterns]
+
+
+def _compile(patterns):
+    entries = []        # (index, exact source, shadow source, flags)
+    for index, (pattern, case_sensitive) in enumerate(patterns):
+        exact = hyperscan_source(pattern, case_sensitive)
+        shadow = hyperscan_source(pattern, case_sensitive, widen_negated=True)
+        if exact is None or shadow is None:
+            continue
+        entries.append((index, exact[0], shadow[0], exact[1]))
+    exact_db = _database([(source, flags) for _, source, _, flags in entries])
+    shadow_db = _database([(source, flags) for _, _, source, flags in entries])
+    if exact_db is None or shadow_db is None:
+        # one pattern spoils the lot (too large, matches the empty string): keep the ones it takes
+        entries = [entry for entry in entries
+                   if _database([(entry[1], entry[3])]) is not None and _database([(entry[2], entry[3])]) is not None]
+        exact_db = _database([(source, flags) for _, source, _, flags in entries])
+        shadow_db = _database([(source, flags) for _, _, source, flags in entries])
+    if exact_db is None or shadow_db is None:
+        return None, None, {}
+    if all(entry[1] == entry[2] for entry in entries):
+        shadow_db = exact_db
+    return exact_db, shadow_db, {index: pattern_id for pattern_id, (index, _, _, _) in enumerate(entries)}
+
+
+def _database(variants: list[tuple[str, int]]):
+    if not variants:
+        return None
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    try:
+        database.compile(expressions=[source.encode("ascii") for source, _ in variants],
+                         ids=list(range(len(variants))), elements=len(variants),
+                         flags=[flags for _, flags in variants])
+    except hyperscan.error:
+        return None
+    return database
