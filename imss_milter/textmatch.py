@@ -206,3 +206,41 @@ def any_two_within(hits: list[Hit], distance: int) -> tuple[Hit, Hit] | None:
             latest_other = latest
         latest = hit
     return None
+
+
+# --- URLs in text, found from their literal anchors ----------------------------------------------
+
+# Every URL pattern of the product starts with a scheme (http, https, ftp) right before "://",
+# or with "www" (ASCII only: no other character matches w case-insensitively).
+_SCHEME_LENGTHS = (5, 4, 3)            # https, http / httpſ..., ftp: where a match may start before "://"
+_WWW = re.compile("(?i)(?=www)")         # every "www", overlapping ones too
+
+
+def url_starts(text: str, www: bool = False):
+    """Sorted offsets where a URL pattern's match may start: before each "://" (and at each "www").
+
+    re and regex search a case-insensitive pattern that begins with an alternation position by
+    position; str.find skips to the anchors in C (a tenth of the time on 10 KB of mail text)."""
+    starts = []
+    index = text.find("://")
+    while index >= 0:
+        starts.extend(index - length for length in _SCHEME_LENGTHS if index >= length)
+        index = text.find("://", index + 3)
+    if www:
+        starts.extend(found.start() for found in _WWW.finditer(text))
+        starts.sort()
+    return starts
+
+
+def anchored_finditer(pattern, text: str, starts):
+    """What pattern.finditer(text) yields, for a pattern that never matches the empty string and
+    whose matches all start at one of `starts` (sorted): the leftmost match, then the next one
+    from its end, each tried only there."""
+    position = 0
+    for start in starts:
+        if start < position:
+            continue
+        match = pattern.match(text, start)
+        if match is not None:
+            yield match
+            position = match.end()

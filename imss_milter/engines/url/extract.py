@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from ...mime.charsets import decode_bytes
+from ...textmatch import anchored_finditer, url_starts
 from .normalise import NormalUrl, normalise_url, registered_domain
 
 MAX_PART_BYTES = 2 * 1024 * 1024      # of each text/HTML part; spam puts its links early
@@ -65,7 +66,8 @@ def _trim(url: str) -> str:
 
 def urls_in_text(text: str) -> list[str]:
     """Bare URLs in plain text, in order (with scheme, or starting www.)."""
-    return [trimmed for match in _TEXT_URL.finditer(text) if (trimmed := _trim(match.group(0)))]
+    return [trimmed for match in anchored_finditer(_TEXT_URL, text, url_starts(text, www=True))
+            if (trimmed := _trim(match.group(0)))]
 
 
 def _attribute_value(match: re.Match) -> str:
