@@ -66,11 +66,12 @@ class _Activity:
 activity = _Activity()
 
 
-def guarded(replies: bool):
+def guarded(replies: bool, quiet_bit: int = 0):
     """Catch every exception of a callback: log it with the queue id and answer per on_error.
 
-    Callbacks that send no reply (noreply) remember the failure; the end of
-    message then answers per on_error, so one rule holds in one place.
+    Callbacks that send no reply (noreply, or quiet_bit negotiated for this
+    connection) remember the failure; the end of message then answers per
+    on_error, so one rule holds in one place.
     """
 
     def decorate(func):
@@ -80,9 +81,12 @@ def guarded(replies: bool):
                 return func(self, *args)
             except Exception as exc:   # noqa: BLE001 - a callback must never die
                 self.log_exception(func.__name__, exc)
-                if not replies:
+                if quiet_bit == Milter.P_NR_CONN and self.quiet(quiet_bit):
+                    self.connect_failure = exc      # answered at MAIL FROM, the next stage that replies
+                    return Milter.NOREPLY
+                if not replies or self.quiet(quiet_bit):
                     self.failure = self.failure or exc
-                    return Milter.CONTINUE
+                    return self.proceed(quiet_bit) if replies else Milter.CONTINUE
                 return self.internal_failure()
         return wrapper
     return decorate
@@ -103,7 +107,35 @@ class ImssMilter(Milter.Base):
         self.transaction: Transaction | None = None
         self.failure: Exception | None = None
         self.closed = False
+        self._protocol = 0          # negotiated protocol bits (pymilter sets it in negotiate)
+        self.connect_failure: Exception | None = None
         activity.enter()
+
+    # -- negotiation ----------------------------------------------------------
+
+    def negotiate(self, opts):
+        """pymilter's negotiation, plus: no reply at CONNECT and RCPT TO when this connection has
+        nothing to refuse there (no sender filtering, not shutting down). The MTA then sends the
+        next command without waiting: a no-op milter answering those steps was 11% slower."""
+        offered = opts[1]
+        result = super().negotiate(opts)
+        if result == Milter.CONTINUE and not self.refuses_before_data():
+            opts[1] |= offered & (Milter.P_NR_CONN | Milter.P_NR_RCPT)
+            self._protocol = opts[1]
+        return result
+
+    def refuses_before_data(self) -> bool:
+        """Whether CONNECT or RCPT TO may be refused on this connection (MAIL FROM always may: SIZE)."""
+        sender_filter = self.runtime.sender_filter
+        return activity.draining or (sender_filter is not None and sender_filter.enabled)
+
+    def quiet(self, bit: int) -> bool:
+        """The MTA expects no reply at this stage (bit P_NR_CONN / P_NR_RCPT negotiated)."""
+        return bool(bit and self._protocol & bit)
+
+    def proceed(self, bit: int):
+        """Go on to the next stage: CONTINUE, or NOREPLY where no reply was negotiated."""
+        return Milter.NOREPLY if self.quiet(bit) else Milter.CONTINUE
 
     # -- logging ----------------------------------------------------------
 
@@ -148,10 +180,10 @@ class ImssMilter(Milter.Base):
 
     # -- connection stage ---------------------------------------------------
 
-    @guarded(replies=True)
+    @guarded(replies=True, quiet_bit=Milter.P_NR_CONN)
     def connect(self, hostname, family, hostaddr):
         conn = self.connection
-        if activity.draining:
+        if activity.draining and not self.quiet(Milter.P_NR_CONN):
             self.runtime.metrics.connection("shutdown")
             self.setreply(*SHUTDOWN_REPLY)
             return Milter.TEMPFAIL
@@ -170,7 +202,7 @@ class ImssMilter(Milter.Base):
                 log.info("%sconnect from %s[%s] refused: %s", self.prefix(), conn.client_name or "unknown",
                          conn.client_ip, decision.reason)
                 return self.refuse(decision.action, decision.code, decision.xcode, decision.text)
-        return Milter.CONTINUE
+        return self.proceed(Milter.P_NR_CONN)
 
     @Milter.noreply
     @guarded(replies=False)
@@ -183,6 +215,8 @@ class ImssMilter(Milter.Base):
     @guarded(replies=True)
     def envfrom(self, mailfrom, *params):
         self.reset_transaction()
+        if self.connect_failure is not None:
+            return self.internal_failure()      # CONNECT failed where it could not answer
         milter_settings = self.settings.milter
         self.transaction = Transaction(
             spool=Spool(milter_settings.spool_memory_limit, milter_settings.max_message_size),
@@ -209,12 +243,12 @@ class ImssMilter(Milter.Base):
                 return self.refuse(decision.action, decision.code, decision.xcode, decision.text)
         return Milter.CONTINUE
 
-    @guarded(replies=True)
+    @guarded(replies=True, quiet_bit=Milter.P_NR_RCPT)
     def envrcpt(self, to, *params):
         tx = self.transaction
         recipient = strip_angle(to)
         sender_filter = self.sender_filter()
-        if sender_filter is not None:
+        if sender_filter is not None and not self.quiet(Milter.P_NR_RCPT):
             decision = sender_filter.check_recipient(self.connection.client_ip, recipient,
                                                      self.connection.client_name)
             if decision.action in ("reject", "tempfail"):
@@ -222,7 +256,7 @@ class ImssMilter(Milter.Base):
                 tx.rejected_recipients.append(recipient)
                 return self.refuse(decision.action, decision.code, decision.xcode, decision.text)
         tx.recipients.append(recipient)
-        return Milter.CONTINUE
+        return self.proceed(Milter.P_NR_RCPT)
 
     # -- content stage ------------------------------------------------------
 

@@ -71,18 +71,32 @@ class RecordingCtx(TestCtx):
         self.changed.append((field, idx, value))
         return super().chgheader(field, idx, value)
 
+    def _negotiate(self):
+        """TestCtx hands every connection its one class-level options list, which negotiation
+        edits in place: each connection gets a fresh copy here, as from a real MTA."""
+        shared = TestCtx.default_opts
+        TestCtx.default_opts = list(shared)
+        try:
+            return super()._negotiate()
+        finally:
+            TestCtx.default_opts = shared
+
     def setreply(self, rcode, xcode, *msg):
         self._reply = (rcode, xcode) + tuple(msg)
 
     def _connect(self, host="localhost", helo="spamrelay", ip="1.2.3.4"):
         """Like TestCtx._connect, but as libmilter does it: hostaddr is an (ip, port) tuple, and a
-        noreply HELO (NOREPLY) does not close the connection."""
+        CONNECT or HELO without reply (NOREPLY) does not close the connection."""
         self._negotiate()
         family = AF_INET6 if ":" in ip else AF_INET
         self._stage = Milter.M_CONNECT
         rc = Milter.connect_callback(self, host, family, (ip, 40000))
         self._stage = None
-        if rc != Milter.CONTINUE:
+        if rc == Milter.NOREPLY and not self._protocol & Milter.P_NR_CONN:
+            raise AssertionError("NOREPLY at CONNECT without P_NR_CONN negotiated")
+        if rc != Milter.NOREPLY and self._protocol & Milter.P_NR_CONN:
+            raise AssertionError(f"a reply ({rc}) at CONNECT where none was negotiated")
+        if rc not in (Milter.CONTINUE, Milter.NOREPLY):
             self._close()
             return rc
         self._stage = Milter.M_HELO
@@ -122,6 +136,10 @@ def run_message(raw: bytes, sender: str = "sender@example.org", recipients=("use
         steps.append(("eom", ctx._eom))
         for stage, step in steps:
             rc = step()
+            if rc == Milter.NOREPLY and stage == "envrcpt" and not ctx._protocol & Milter.P_NR_RCPT:
+                raise AssertionError("NOREPLY at RCPT TO without P_NR_RCPT negotiated")
+            if rc != Milter.NOREPLY and stage == "envrcpt" and ctx._protocol & Milter.P_NR_RCPT:
+                raise AssertionError(f"a reply ({rc}) at RCPT TO where none was negotiated")
             name = RESULT_NAMES.get(rc, str(rc))
             if stage == "envrcpt" and name == "reject":
                 continue          # a refused recipient does not end the transaction
