@@ -544,7 +544,7 @@ def _true_type(payload: bytes, extension: str, guess_scripts: bool = True) -> tu
         if text is not None and text[0] in ("text", "html", "script", "email"):
             return text     # libmagic adds nothing for text but milliseconds
         own = text
-    if own is not None and own[0] in _DECIDED_WITHOUT_LIBMAGIC:
+    if own is not None and (own[0] in _DECIDED_WITHOUT_LIBMAGIC or _plain_zip(own, payload)):
         return own
     mime = libmagic_mime(payload)
     if own is None:
@@ -558,6 +558,20 @@ def _true_type(payload: bytes, extension: str, guess_scripts: bool = True) -> tu
 # ours. libmagic costs a large share of a typical message's parse.
 #   pdf: only application/pdf maps to "pdf".
 _DECIDED_WITHOUT_LIBMAGIC = frozenset({"pdf"})
+
+
+# A zip is more than an archive to libmagic (combine_with_libmagic) only as a jar (application/
+# java-archive), an Office Open XML or OpenDocument file (document, office-macro): each needs one of
+# these names in its headers (META-INF/; [Content_Types].xml, _rels/, docProps/, word/, xl/, ppt/;
+# a first entry "mimetype"), stored uncompressed, so a byte search finds them. Without any, libmagic says application/zip; in a message's parse libmagic on
+# a small zip cost 0.35 ms, a third of the whole parse.
+_ZIP_FLAVOUR_MARKERS = (b"META-INF/", b"[Content_Types]", b"_rels/", b"docProps/", b"word/", b"xl/", b"ppt/",
+                        b"mimetype")
+
+
+def _plain_zip(own: tuple[str, str], payload: bytes) -> bool:
+    return own == ("archive", "application/zip") and payload[:4] == b"PK\x03\x04" \
+        and not any(marker in payload for marker in _ZIP_FLAVOUR_MARKERS)
 
 
 def combine_with_libmagic(own: tuple[str, str], mime: str) -> tuple[str, str]:

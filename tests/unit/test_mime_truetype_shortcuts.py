@@ -143,3 +143,57 @@ def test_script_guess_stopping_early_gives_the_same_language():
 ])
 def test_markup_in_text_files(text, expected):
     assert true_type_of(text, "notes.txt") == expected
+
+
+def _zip(entries, comment=b"", method=None) -> bytes:
+    import io
+    import zipfile
+    buffer = io.BytesIO()
+    compression = zipfile.ZIP_DEFLATED if method is None else method
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+        archive.comment = comment
+    return buffer.getvalue()
+
+
+def _zip_samples() -> list[bytes]:
+    import zipfile
+    rng = random.Random(17)
+    samples = [
+        _zip([("readme.txt", b"hello"), ("setup.exe", b"MZ" + b"\x00" * 200)]),
+        _zip([("a/b/c.bin", bytes(rng.randrange(256) for _ in range(5000)))]),
+        _zip([("photo.jpg", b"\xff\xd8\xff" + bytes(rng.randrange(256) for _ in range(3000)))], method=zipfile.ZIP_STORED),
+        _zip([]),
+        # flavours libmagic names: a jar, ODF and EPUB (first entry mimetype), OOXML, a zip whose member is named like one
+        _zip([("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\n"), ("a/B.class", b"\xca\xfe\xba\xbe")]),
+        _zip([("mimetype", b"application/vnd.oasis.opendocument.text"), ("content.xml", b"<x/>")],
+             method=zipfile.ZIP_STORED),
+        _zip([("mimetype", b"application/epub+zip"), ("META-INF/container.xml", b"<x/>")], method=zipfile.ZIP_STORED),
+        _zip([("[Content_Types].xml", b"<Types/>"), ("_rels/.rels", b"<r/>"), ("word/document.xml", b"<w/>")]),
+        _zip([("_rels/.rels", b"<r/>"), ("docProps/app.xml", b"<a/>")]),
+        _zip([("AndroidManifest.xml", b"\x03\x00\x08\x00"), ("classes.dex", b"dex\n035\x00")]),
+        _zip([("notes.txt", b"see word/ and xl/ inside")], method=zipfile.ZIP_STORED),
+    ]
+    for _ in range(30):
+        entries = [("".join(rng.choice("abcdefgh/._-") for _ in range(rng.randrange(1, 20))) or "x",
+                    bytes(rng.randrange(256) for _ in range(rng.randrange(0, 2000))))
+                   for _ in range(rng.randrange(1, 4))]
+        samples.append(_zip(entries, method=rng.choice([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])))
+    return samples
+
+
+@pytest.mark.skipif(truetype._magic_module is None, reason="libmagic not installed")
+def test_zip_shortcut_gives_what_libmagic_would():
+    skipped = 0
+    for sample in _zip_samples():
+        assert true_type_of(sample) == _answer_with_libmagic(sample), sample[:80]
+        skipped += truetype._plain_zip(truetype._own_check(sample, ""), sample)
+    assert skipped >= 30, "plain zips are answered without libmagic"
+
+
+def test_zip_flavours_libmagic_knows_are_never_shortcut():
+    # (an APK is: libmagic names it, but no category of ours; the test above checks the answer)
+    samples = _zip_samples()
+    for sample in samples[4:9] + samples[10:11]:
+        assert not truetype._plain_zip(truetype._own_check(sample, ""), sample)
