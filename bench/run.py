@@ -89,6 +89,15 @@ def cpu_seconds(pids) -> float:
     return total / CLK_TCK
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores from /proc/stat: busy/total over a run says whether it was CPU-bound."""
+    with open("/proc/stat") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    idle = fields[3] + fields[4]            # idle + iowait
+    total = sum(fields[:8])                 # guest time is already counted in user
+    return total - idle, total
+
+
 def smtp_source(port: int, message_file: str, count: int, sessions: int, timeout: float) -> float:
     """Send count messages over sessions parallel connections; returns the wall time."""
     started = time.perf_counter()
@@ -261,6 +270,7 @@ def main(argv=None) -> int:
     results = {}      # (config, size, conc) -> median msgs/s
     cores = {}
     cpu_ms = {}       # (config, size, conc) -> median milter CPU ms per message (steadier than msg/s)
+    machine = {}      # (config, size, conc) -> median share of all cores busy during the run
     lat = {}
     try:
         for name, starter in configs:
@@ -271,12 +281,16 @@ def main(argv=None) -> int:
                 smtp_source(postfix.smtp_port, files[sizes[0]][0], 20, 4, 120)      # warm-up
                 for size in sizes:
                     for conc in concurrencies:
-                        rates, used, per_message = [], [], []
+                        rates, used, per_message, busy = [], [], [], []
                         for _ in range(args.rounds):
                             pids = pids_of(milter.proc.pid) if milter else []
                             cpu_before = cpu_seconds(pids)
+                            machine_before = machine_cpu()
                             wall = smtp_source(postfix.smtp_port, files[size][0], args.messages, conc, 600)
+                            machine_after = machine_cpu()
                             rates.append(args.messages / wall)
+                            busy.append((machine_after[0] - machine_before[0])
+                                        / max(1, machine_after[1] - machine_before[1]))
                             if milter:
                                 spent = cpu_seconds(pids) - cpu_before
                                 used.append(spent / wall)
@@ -284,7 +298,9 @@ def main(argv=None) -> int:
                         results[(name, size, conc)] = statistics.median(rates)
                         cores[(name, size, conc)] = statistics.median(used) if used else None
                         cpu_ms[(name, size, conc)] = statistics.median(per_message) if per_message else None
+                        machine[(name, size, conc)] = statistics.median(busy)
                         print(f"  {name:10s} {size // 1024:4d} KB  x{conc:<3d} {results[(name, size, conc)]:8.1f} msg/s"
+                              f"  machine {machine[(name, size, conc)]:4.0%} busy"
                               + (f"  cpu {cores[(name, size, conc)]:.2f} cores, {cpu_ms[(name, size, conc)]:.2f} ms/msg"
                                  if used else ""), flush=True)
                 times = latencies(postfix.smtp_port, files[sizes[-1]][1], args.latency_messages)
