@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import regex
 
 from ...prefilter import Prefilter, hyperscan
-from ...textmatch import TextMatcher
+from ...textmatch import TextMatcher, concurrent
 from .identifiers import ExpressionIdentifier, KeywordIdentifier, Match
 
 # Matches kept per identifier and text: enough for any min_count, and a bound for hostile text.
@@ -85,7 +85,7 @@ class _Expressions:
         ends = self.prefilter.ends(text) if single_pass and self.prefilter is not None else None
         for index, (identifier, compiled, width) in enumerate(self.compiled):
             hit_ends = ends.get(index) if ends is not None else None
-            found = (compiled.finditer(text, timeout=self.timeout) if hit_ends is None
+            found = (compiled.finditer(text, timeout=self.timeout, concurrent=concurrent(text)) if hit_ends is None
                      else guided_finditer(compiled, text, hit_ends, width, self.timeout))
             for match in found:
                 if match.end() > match.start():
@@ -113,7 +113,7 @@ def guided_finditer(compiled, text: str, ends: list[int], width: int | None, tim
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("regular expression time limit")
-        match = compiled.search(text, start, timeout=remaining)
+        match = compiled.search(text, start, timeout=remaining, concurrent=concurrent(text))
         if match is None:
             return
         yield match

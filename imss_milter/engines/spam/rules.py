@@ -18,6 +18,7 @@ import regex
 
 from ...errors import ConfigError
 from ...settings import type_name
+from ...textmatch import concurrent
 from ...yamlconf import LDict, fail, load_yaml
 
 RULE_TYPES = ("header", "body", "raw", "url")
@@ -38,7 +39,7 @@ class SpamRule:
     def search(self, text: str, timeout: float) -> bool | None:
         """True when the rule matches text, None when the search ran out of time (no score)."""
         try:
-            return self.pattern.search(text, timeout=timeout) is not None
+            return self.pattern.search(text, timeout=timeout, concurrent=concurrent(text)) is not None
         except TimeoutError:
             return None
 
