@@ -104,6 +104,8 @@ SCHEMA_VERSION = max(MIGRATIONS)
 _MESSAGE_COLUMNS = ("time", "queue_id", "client_ip", "client_name", "helo", "sender", "recipients",
                     "subject", "size", "direction", "verdict", "rules", "findings", "duration_ms",
                     "quarantine_id")
+# rows of one INSERT in log_messages: their values stay under SQLite's oldest limit of 999 variables
+_ROWS_PER_INSERT = 999 // (len(_MESSAGE_COLUMNS) + 1)
 
 
 def _json(value) -> str:
@@ -514,12 +516,16 @@ class SQLiteStore(StoreBackend):
         if not rows:
             return
         columns = ", ".join(rows[0])
-        marks = ", ".join("?" for _ in rows[0])
+        marks = "(" + ", ".join("?" for _ in rows[0]) + ")"
         try:
             with self._connection() as conn:
                 conn.execute("BEGIN")          # autocommit connection: one explicit transaction
-                conn.executemany(f"INSERT INTO message_log ({columns}) VALUES ({marks})",
-                                 [tuple(row.values()) for row in rows])
+                # Many rows per INSERT: sqlite3 lets the GIL go at every statement step, and in a
+                # worker each release is a hand-off to a connection thread (executemany: one per row).
+                for first in range(0, len(rows), _ROWS_PER_INSERT):
+                    chunk = rows[first:first + _ROWS_PER_INSERT]
+                    conn.execute(f"INSERT INTO message_log ({columns}) VALUES {', '.join([marks] * len(chunk))}",
+                                 [value for row in chunk for value in row.values()])
                 conn.execute("COMMIT")
         except sqlite3.Error as error:
             raise StoreError(f"cannot write {self.db_path}: {error}") from error

@@ -285,3 +285,21 @@ def test_log_messages_writes_a_batch_in_one_call(tmp_path):
                          "verdict": "deliver", "rules": []} for i in range(50)])
     assert len(store.query_logs(kind="messages", limit=1000)) == 50
     assert [r["queue_id"] for r in store.query_logs(kind="messages", queue_id="B7")] == ["B7"]
+
+
+def test_a_batch_of_tracking_records_larger_than_one_insert_is_stored_whole_and_in_order(store):
+    """log_messages writes many rows per INSERT statement: a batch spanning several statements
+    (and an odd last one) keeps every record, every field and the order."""
+    records = [{"time": 1_700_000_000 + index, "queue_id": f"Q{index:04d}", "client_ip": "192.0.2.7",
+                "sender": f"s{index}@example.org", "recipients": [f"r{index}@example.com", "x@example.com"],
+                "subject": f"message {index}", "size": 100 + index, "direction": "inbound",
+                "verdict": "quarantine" if index % 7 == 0 else "deliver", "rules": ["r1"] if index % 2 else [],
+                "findings": [{"rule": "r1", "condition": "spam"}] if index % 2 else [],
+                "duration_ms": 1.5, "note": "n" if index == 100 else None} for index in range(157)]
+    store.log_messages(records)
+    stored = store.query_logs(limit=1000)
+    assert [row["queue_id"] for row in stored] == [f"Q{index:04d}" for index in range(157)]
+    assert stored[100]["recipients"] == ["r100@example.com", "x@example.com"]
+    assert stored[99]["rules"] == ["r1"] and stored[98]["rules"] == []
+    assert [row["verdict"] for row in stored].count("quarantine") == 23
+    assert stored[156]["size"] == 256 and stored[3]["subject"] == "message 3"
