@@ -320,11 +320,12 @@ class Runtime:
         engines = {name: TimedEngine(engine, name, timings, self.metrics.engine_error)
                    for name, engine in engines.items()}
         scratch: dict = {"message.raw": raw}     # engines that want the original bytes (raw rules, rspamd)
-        needed = rules.engines_for(envelope)
+        routed = rules.routed(envelope)
+        needed = rules.engines_for(envelope, routed)
         for name in list(needed):       # an engine that reads another's findings (spam: url) needs it run
             needed |= set(getattr(engines.get(name), "uses", ()))
         prepare_engines(engines, needed, model, envelope, scratch, timings)
-        verdict = rules.evaluate(envelope, model, engines, scratch=scratch)
+        verdict = rules.evaluate(envelope, model, engines, scratch=scratch, routed=routed)
         if verdict.action not in UNDELIVERED:
             # engines may change a delivered message themselves (the spam score header)
             for name in sorted(needed & set(engines)):

@@ -8,6 +8,7 @@ threads can share it and a reload simply swaps in a new one.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -70,13 +71,37 @@ class RuleSet:
     def enabled_policies(self) -> list[Policy]:
         return [policy for policy in self.policies if policy.enabled]
 
-    def engines_for(self, envelope: Envelope) -> set[str]:
-        """The engines the enabled policies whose route matches this envelope may ask."""
+    def routed(self, envelope: Envelope) -> list[Policy]:
+        """The enabled policies whose route matches this envelope, in evaluation order.
+
+        Policies that share a route (most of a rule set routes `any` or `internal`) cost one
+        match; runtime.scan computes this once for engines_for() and evaluate()."""
         sender = normalise_address(envelope.sender)
         recipients = [normalise_address(rcpt) for rcpt in envelope.recipients]
-        needed: set[str] = set()
+        decided: dict = {}
+        found = []
         for policy in self.policies:
-            if policy.enabled and policy.condition is not None and policy.route.matches(sender, recipients):
+            if not policy.enabled:
+                continue
+            slot = self._route_slots.get(id(policy), ("own", id(policy)))
+            matched = decided.get(slot)
+            if matched is None:
+                matched = decided[slot] = policy.route.matches(sender, recipients)
+            if matched:
+                found.append(policy)
+        return found
+
+    @functools.cached_property
+    def _route_slots(self) -> dict[int, int]:
+        """id(policy) -> the number of its route among the distinct routes (equal routes share one)."""
+        slots: dict[Route, int] = {}
+        return {id(policy): slots.setdefault(policy.route, len(slots)) for policy in self.policies}
+
+    def engines_for(self, envelope: Envelope, routed: list[Policy] | None = None) -> set[str]:
+        """The engines the enabled policies whose route matches this envelope may ask."""
+        needed: set[str] = set()
+        for policy in routed if routed is not None else self.routed(envelope):
+            if policy.condition is not None:
                 needed |= engines_of(policy.condition)
         return needed
 
@@ -85,19 +110,19 @@ class RuleSet:
         return set(self.engines_used)
 
     def evaluate(self, envelope: Envelope, model: MessageModel,
-                 engines: Mapping[str, Any] | None = None, scratch: dict | None = None) -> Verdict:
+                 engines: Mapping[str, Any] | None = None, scratch: dict | None = None,
+                 routed: list[Policy] | None = None) -> Verdict:
         """Run every enabled policy in order; the strongest terminal action of the matches wins.
 
-        `scratch` is the engines' per-message state (what their prepare() already found)."""
+        `scratch` is the engines' per-message state (what their prepare() already found);
+        `routed` is what routed(envelope) returned, when the caller has it."""
         ctx = EvalContext(envelope, model, engines, self.limits)
         if scratch is not None:
             ctx.engine_scratch = scratch
         verdict = Verdict()
         best = 0
         matched_any_terminal = False
-        for policy in self.policies:
-            if not policy.enabled or not policy.route.matches(ctx.sender, ctx.recipients):
-                continue
+        for policy in routed if routed is not None else self.routed(envelope):
             ctx.rule = policy.name
             evidence = policy.condition.check(ctx) if policy.condition is not None else [
                 {"condition": "route", "detail": "route matched; policy has no conditions"}]

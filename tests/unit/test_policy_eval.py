@@ -245,3 +245,37 @@ def test_defaults_evaluate_a_100kb_message_of_clean_parts_to_deliver():
     parts = [attachment(f"file{i}.pdf", payload=b"%PDF" + b"x" * 10_000, true_type="pdf") for i in range(8)]
     model = message(body="word " * 4000, parts=parts, headers=[("Received", "from x")] * 10)
     assert ruleset.evaluate(inbound(), model).action == "deliver"
+
+
+SHARED_ROUTES = """\
+    address_groups:
+      partners: ["*@partner.test"]
+    policies:
+      - {name: a, route: {from: any, to: internal}, when: {subject: [zz]}, actions: [{add_header: {name: X-A, value: "1"}}]}
+      - {name: b, route: {from: any, to: internal}, actions: [{add_header: {name: X-B, value: "1"}}]}
+      - {name: c, route: {from: any, to: any}, actions: [{add_header: {name: X-C, value: "1"}}]}
+      - {name: d, route: {from: partners, to: internal}, actions: [{add_header: {name: X-D, value: "1"}}]}
+      - {name: e, route: {from: any, to: internal}, enabled: false, actions: [{add_header: {name: X-E, value: "1"}}]}
+      - {name: f, route: {from: any, to: internal, except: {from: partners}}, actions: [{add_header: {name: X-F, value: "1"}}]}
+      - {name: g, route: {from: partners, to: internal}, actions: [{add_header: {name: X-G, value: "1"}}]}
+    """
+
+
+def test_policies_that_share_a_route_match_it_once_with_the_same_verdicts(tmp_path, monkeypatch):
+    from imss_milter.policy.ruleset import Route
+    ruleset = rules(tmp_path, SHARED_ROUTES)
+    envelopes = [("x@partner.test", ("u@example.com",)), ("x@outside.test", ("u@example.com",)),
+                 ("x@outside.test", ("u@elsewhere.test",)), ("", ("u@sub.example.com", "v@elsewhere.test"))]
+    # what each policy's own route says, policy by policy
+    expected = {envelope: [p.name for p in ruleset.policies if p.enabled and p.route.matches(envelope[0], list(envelope[1]))]
+                for envelope in envelopes}
+    calls = []
+    original = Route.matches
+    monkeypatch.setattr(Route, "matches", lambda self, *args: calls.append(self) or original(self, *args))
+    for sender, recipients in envelopes:
+        calls.clear()
+        env = inbound(sender=sender, recipients=list(recipients))
+        routed = ruleset.routed(env)
+        assert [p.name for p in routed] == expected[(sender, recipients)]
+        assert len(calls) == 4      # any->internal, any->any, partners->internal, any->internal except partners
+        assert ruleset.evaluate(env, message(), routed=routed).rules == ruleset.evaluate(env, message()).rules
