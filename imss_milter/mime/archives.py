@@ -297,8 +297,22 @@ def _expand_zip(payload: bytes, budget: Budget, result: Expansion):
             break
 
 
+# local-header flags zipfile refuses to read (compressed patched data, strong encryption)
+_ZIP_UNREAD_FLAGS = 0x20 | 0x40
+
+
 def _read_zip_member(archive, info, local, payload: bytes, budget: Budget, result: Expansion) -> bytes:
     label = info.filename
+    if (local is not None and info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+            and not (local[0] | info.flag_bits) & _ZIP_UNREAD_FLAGS
+            and local[3] + info.compress_size <= len(payload)):
+        # Stored and deflated members, whole in the payload, are inflated straight from their bytes:
+        # the same data zipfile's member stream gives, without its per-member objects and reads
+        # (most of the cost of a small zip). Anything else goes through zipfile below.
+        raw = payload[local[3]:local[3] + info.compress_size]
+        if info.compress_type == zipfile.ZIP_STORED:
+            return _bounded_read(io.BytesIO(raw), len(raw), budget, result, label)
+        return _decompress_zlib(raw, -15, budget, result, label)
     if local is not None:
         # zipfile refuses members whose two names differ; we read them anyway.
         try:

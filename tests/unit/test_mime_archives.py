@@ -173,3 +173,59 @@ def test_zip_without_central_directory_read_from_local_headers():
     model = parse_message(with_attachment("cut.zip", truncated))
     assert by_path(model)[("cut.zip", "dropper.exe")].payload == EXE
     assert "malformed" in model.flags
+
+
+def _streamed_zip(members: dict) -> bytes:
+    """A zip written to a stream that cannot seek: sizes follow each member in a data descriptor."""
+    class Unseekable(io.RawIOBase):
+        def __init__(self):
+            self.data = bytearray()
+
+        def writable(self):
+            return True
+
+        def write(self, chunk):
+            self.data += chunk
+            return len(chunk)
+
+    out = Unseekable()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            with z.open(name, "w") as member:
+                member.write(data)
+    return bytes(out.data)
+
+
+def test_zip_members_read_straight_from_their_bytes_are_what_zipfile_reads():
+    """Stored and deflated members are inflated from the payload without zipfile's member streams:
+    for every kind of zip each member's bytes are exactly zipfile's."""
+    import random
+    from imss_milter.mime import archives
+    rng = random.Random(7)
+    texts = {f"dir/file{index}.txt": bytes(rng.choice(b"abc \n") for _ in range(rng.randrange(0, 5000)))
+             for index in range(5)}
+    binary = {"blob.bin": rng.randbytes(3000), "empty": b"", "sp\u00e4ce n\u00e4me.doc": b"MZ" + rng.randbytes(500)}
+    commented = io.BytesIO()
+    with zipfile.ZipFile(commented, "w", zipfile.ZIP_DEFLATED) as z:
+        z.comment = b"a comment after the central directory"
+        z.writestr("a.txt", b"a" * 10_000)
+    samples = [zip_of(texts), zip_of(texts, zipfile.ZIP_STORED), zip_of({**texts, **binary}),
+               _streamed_zip({**texts, **binary}), commented.getvalue()]
+    for sample in samples:
+        expansion = archives.expand(sample, "x.zip", archives.Budget(Limits()))
+        with zipfile.ZipFile(io.BytesIO(sample)) as reference:
+            wanted = {info.filename: reference.read(info) for info in reference.infolist() if not info.is_dir()}
+        assert {member.names[0]: member.payload for member in expansion.members} == wanted
+        assert not expansion.unreadable_notes and not expansion.limit_notes
+
+
+def test_zip_member_said_to_run_past_the_payload_reads_as_zipfile_reads_it():
+    """A central directory entry that claims more compressed bytes than the payload holds sends the
+    member through zipfile (not the straight read): its complete deflate stream is still read whole."""
+    from imss_milter.mime import archives
+    data = bytes(range(256)) * 400
+    whole = bytearray(zip_of({"big.txt": data}))
+    entry = whole.index(b"PK\x01\x02")
+    struct.pack_into("<I", whole, entry + 20, len(whole) + 1000)     # compressed size
+    expansion = archives.expand(bytes(whole), "x.zip", archives.Budget(Limits()))
+    assert [member.payload for member in expansion.members] == [data]
