@@ -405,22 +405,30 @@ def _check_text(payload: bytes, extension: str, guess_scripts: bool = True) -> t
 _WEAK_HITS_FOR_SCRIPT = 3
 
 
+# every keyword of the hints once ("set " serves two languages), and each language's keywords
+_SCRIPT_KEYS = tuple(dict.fromkeys(key for _mime, strong, weak in _SCRIPT_HINTS.values()
+                                   for keys, _pattern in strong + weak for key in keys))
+_LANGUAGE_KEYS = {language: frozenset(key for keys, _pattern in strong + weak for key in keys)
+                  for language, (_mime, strong, weak) in _SCRIPT_HINTS.items()}
+
+
 def _script_language(sample: bytes) -> str | None:
     lower = sample.decode("latin-1").lower()
-    found: dict[str, bool] = {}
+    # Which keywords occur, found in one pass over the keyword list: most text has none or a few,
+    # and a language none of whose keywords occur cannot hit.
+    present = {key for key in _SCRIPT_KEYS if key in lower}
+    if not present:
+        return None
 
     def hit(keys: tuple[str, ...], pattern: re.Pattern) -> bool:
-        # Each keyword is searched for once per sample ("set " serves two
-        # languages): the keyword scans are most of the cost on plain text.
         for key in keys:
-            present = found.get(key)
-            if present is None:
-                present = found[key] = key in lower
-            if present:
+            if key in present:
                 return pattern.search(lower) is not None
         return False
 
-    for _language, (mime, strong, weak) in _SCRIPT_HINTS.items():
+    for language, (mime, strong, weak) in _SCRIPT_HINTS.items():
+        if present.isdisjoint(_LANGUAGE_KEYS[language]):
+            continue
         if any(hit(keys, p) for keys, p in strong):
             return mime
         if _enough_weak_hits(weak, hit):

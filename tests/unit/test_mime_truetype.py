@@ -305,3 +305,38 @@ def test_windows_installer_is_executable_not_a_document():
     msi = ole2_file("\u4840\u3f3f\u4577\u446c\u3b6a\u45e4\u4824", "\u0005SummaryInformation")
     assert true_type_of(msi, "setup.doc") == ("executable", "application/x-msi")
     assert true_type_of(ole2_file("WordDocument"))[0] == "document"
+
+
+def test_script_keywords_only_skip_patterns_that_cannot_match():
+    """Script guessing runs a hint's pattern only when one of its keywords occurs in the text.
+    That must answer exactly what running every pattern would: on texts stitched from the
+    hints' own words, code fragments and prose, both give the same language (or none)."""
+    import random
+    from imss_milter.mime import truetype
+
+    def every_pattern(sample: bytes):
+        lower = sample.decode("latin-1").lower()
+        for mime, strong, weak in truetype._SCRIPT_HINTS.values():
+            if any(p.search(lower) for _keys, p in strong):
+                return mime
+            if sum(1 for _keys, p in weak if p.search(lower)) >= truetype._WEAK_HITS_FOR_SCRIPT:
+                return mime
+        return None
+
+    fragments = [key for key in truetype._SCRIPT_KEYS] + [
+        "Dim x\n", "Set o = CreateObject(\"WScript.Shell\")", "End Sub", "Chr(65)", "var a = 1;",
+        "function f(x) {", "eval(s)", "String.fromCharCode(72)", "o.Run(c)", "unescape(u)",
+        "$env:TEMP", "IEX", "-ExecutionPolicy Bypass", "[System.Text", "Start-Process x",
+        "@echo off\n", "%TEMP%", "cmd /c dir", "\ngoto :end", "\nstart calc", "\nset a=1",
+        "certutil", "Invoke-Expression", ".DownloadString(", "New-Object Net.WebClient",
+        "On Error Resume Next", "ExecuteGlobal x", "new ActiveXObject(", "Minutes of the meeting. ",
+        "Regards, ", "\n", " ", "settle ", "endorse ", "chronic ", "evaluation ", "percent % ", "dimension "]
+    rng = random.Random(11)
+    guessed = 0
+    for _ in range(3000):
+        sample = "".join(rng.choice(fragments) for _ in range(rng.randrange(1, 12)))
+        sample = "".join(c.upper() if rng.random() < 0.2 else c for c in sample).encode("latin-1")
+        wanted = every_pattern(sample)
+        assert truetype._script_language(sample) == wanted, sample
+        guessed += wanted is not None
+    assert 300 < guessed < 2700       # the texts exercise both answers
