@@ -3,9 +3,13 @@
 Everything runs on loopback in one go, so the machine's noise hits every
 configuration alike: a private Postfix relays to smtp-sink; smtp-source
 pushes pre-formatted MIME messages (4 KB and 100 KB, with attachments) at
-several concurrencies. For each configuration it prints messages/second
-(median of the rounds), the ratio to the no-op milter on the same socket
-type, and how many CPU cores the milter processes used. A sequential
+several concurrencies. Rounds alternate between the configurations (all
+milters stay up; Postfix is switched between them), so a drift in the
+machine's speed falls on each alike. For each configuration it prints
+messages/second (median of the rounds), the ratio to the no-op milter on
+the same socket type (median of each round's ratio to the no-op round
+next to it), how busy the machine was, and the milter's CPU cores and
+CPU milliseconds per message. A sequential
 smtplib run measures per-message latency (p50/p99) for the added-latency
 figure. Bounded: a fixed message count per round and a timeout per run.
 
@@ -271,51 +275,69 @@ def main(argv=None) -> int:
     cores = {}
     cpu_ms = {}       # (config, size, conc) -> median milter CPU ms per message (steadier than msg/s)
     machine = {}      # (config, size, conc) -> median share of all cores busy during the run
+    paired = {}       # (config, size, conc) -> median of its per-round ratios to the no-op of that round
     lat = {}
+    milters = {}
     try:
+        # Every milter runs for the whole benchmark (idle while Postfix uses another) and the rounds
+        # alternate between configurations: a shared machine's speed drifts over minutes, and a
+        # configuration measured all at once would carry the drift of its minutes into the ratio.
         for name, starter in configs:
-            milter = starter() if starter else None
-            try:
-                postfix.set_milter(milter.milter_spec if milter else None)
-                time.sleep(1.0)
-                smtp_source(postfix.smtp_port, files[sizes[0]][0], 20, 4, 120)      # warm-up
-                for size in sizes:
-                    for conc in concurrencies:
-                        rates, used, per_message, busy = [], [], [], []
-                        for _ in range(args.rounds):
-                            pids = pids_of(milter.proc.pid) if milter else []
-                            cpu_before = cpu_seconds(pids)
-                            machine_before = machine_cpu()
-                            wall = smtp_source(postfix.smtp_port, files[size][0], args.messages, conc, 600)
-                            machine_after = machine_cpu()
-                            rates.append(args.messages / wall)
-                            busy.append((machine_after[0] - machine_before[0])
-                                        / max(1, machine_after[1] - machine_before[1]))
-                            if milter:
-                                spent = cpu_seconds(pids) - cpu_before
-                                used.append(spent / wall)
-                                per_message.append(spent / args.messages * 1000)
-                        results[(name, size, conc)] = statistics.median(rates)
-                        cores[(name, size, conc)] = statistics.median(used) if used else None
-                        cpu_ms[(name, size, conc)] = statistics.median(per_message) if per_message else None
-                        machine[(name, size, conc)] = statistics.median(busy)
-                        print(f"  {name:10s} {size // 1024:4d} KB  x{conc:<3d} {results[(name, size, conc)]:8.1f} msg/s"
-                              f"  machine {machine[(name, size, conc)]:4.0%} busy"
-                              + (f"  cpu {cores[(name, size, conc)]:.2f} cores, {cpu_ms[(name, size, conc)]:.2f} ms/msg"
-                                 if used else ""), flush=True)
-                times = latencies(postfix.smtp_port, files[sizes[-1]][1], args.latency_messages)
-                lat[name] = (percentile(times, 0.5), percentile(times, 0.99))
-            finally:
-                if milter:
-                    milter.stop()
+            milters[name] = starter() if starter else None
+
+        def select(name):
+            milter = milters[name]
+            postfix.set_milter(milter.milter_spec if milter else None)
+            time.sleep(1.0)
+            smtp_source(postfix.smtp_port, files[sizes[0]][0], 20, 4, 120)      # warm-up
+            return milter
+
+        for size in sizes:
+            for conc in concurrencies:
+                rounds = {name: [] for name, _ in configs}      # (msg/s, cores, ms/msg, busy) per round
+                for _ in range(args.rounds):
+                    for name, _ in configs:
+                        milter = select(name)
+                        pids = pids_of(milter.proc.pid) if milter else []
+                        cpu_before = cpu_seconds(pids)
+                        machine_before = machine_cpu()
+                        wall = smtp_source(postfix.smtp_port, files[size][0], args.messages, conc, 600)
+                        machine_after = machine_cpu()
+                        spent = cpu_seconds(pids) - cpu_before if milter else None
+                        rounds[name].append((args.messages / wall, spent / wall if milter else None,
+                                             spent / args.messages * 1000 if milter else None,
+                                             (machine_after[0] - machine_before[0])
+                                             / max(1, machine_after[1] - machine_before[1])))
+                for name, _ in configs:
+                    measured = rounds[name]
+                    key = (name, size, conc)
+                    results[key] = statistics.median(m[0] for m in measured)
+                    cores[key] = statistics.median(m[1] for m in measured) if milters[name] else None
+                    cpu_ms[key] = statistics.median(m[2] for m in measured) if milters[name] else None
+                    machine[key] = statistics.median(m[3] for m in measured)
+                    floor = f"noop-{name.split('-')[-1]}"
+                    if name.startswith("imss-") and floor in rounds:
+                        paired[key] = statistics.median(m[0] / f[0] for m, f in zip(measured, rounds[floor]))
+                    print(f"  {name:10s} {size // 1024:4d} KB  x{conc:<3d} {results[key]:8.1f} msg/s"
+                          f"  machine {machine[key]:4.0%} busy"
+                          + (f"  cpu {cores[key]:.2f} cores, {cpu_ms[key]:.2f} ms/msg" if milters[name] else "")
+                          + (f"  ratio to no-op {paired[key]:.2f}" if key in paired else ""), flush=True)
+        for name, _ in configs:
+            select(name)
+            times = latencies(postfix.smtp_port, files[sizes[-1]][1], args.latency_messages)
+            lat[name] = (percentile(times, 0.5), percentile(times, 0.99))
     finally:
+        for milter in milters.values():
+            if milter:
+                milter.stop()
         postfix.stop()
         sink.stop()
         if dns is not None:
             dns.stop()
 
     print()
-    print(f"Throughput (median of {args.rounds} round(s) of {args.messages} messages; ratio = imss / no-op on the same socket)")
+    print(f"Throughput (median of {args.rounds} alternating round(s) of {args.messages} messages; "
+          "ratio = median of each round's imss / no-op on the same socket)")
     print(f"{'size':>7} {'conc':>5} {'none':>9} " + " ".join(f"{'noop-' + k:>11} {'imss-' + k:>11} {'ratio':>6} {'cores':>6}" for k in sockets))
     for size in sizes:
         for conc in concurrencies:
@@ -324,7 +346,8 @@ def main(argv=None) -> int:
                 noop = results[(f"noop-{kind}", size, conc)]
                 imss = results[(f"imss-{kind}", size, conc)]
                 used = cores[(f"imss-{kind}", size, conc)]
-                row += f"{noop:>11.1f} {imss:>11.1f} {imss / noop:>6.2f} {used:>6.2f} "
+                ratio = paired[(f"imss-{kind}", size, conc)]
+                row += f"{noop:>11.1f} {imss:>11.1f} {ratio:>6.2f} {used:>6.2f} "
             print(row)
     print()
     print("Milter CPU per message in ms (median; /proc utime+stime of the milter's processes / messages)")
@@ -342,9 +365,8 @@ def main(argv=None) -> int:
         for size in sizes:
             for conc in concurrencies:
                 base, on = results[("imss-unix", size, conc)], results[("imss-eng-unix", size, conc)]
-                noop = results[("noop-unix", size, conc)]
                 print(f"  {size // 1024:>5}KB x{conc:<3d} default {base:8.1f}  all engines {on:8.1f}  "
-                      f"ratio to no-op {on / noop:5.2f}  cpu {cpu_ms[('imss-eng-unix', size, conc)]:.2f} ms/msg")
+                      f"ratio to no-op {paired[('imss-eng-unix', size, conc)]:5.2f}  cpu {cpu_ms[('imss-eng-unix', size, conc)]:.2f} ms/msg")
     if args.sender_filtering:
         print()
         print("Sender filtering on (imss-sf-unix) vs off (imss-unix), same run:")
