@@ -93,6 +93,31 @@ def ensure_dir(path: str, mode: int, owner) -> None:
         os.chown(path, owner[0], owner[1])
 
 
+def listening_sockets() -> set[tuple[int, int]]:
+    """(descriptor, inode) of each listening socket this process has open (libmilter keeps the
+    descriptor of the socket it opens to itself)."""
+    import socket
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            copy = os.dup(int(name))
+        except (ValueError, OSError):
+            continue            # gone (the listing's own descriptor)
+        try:
+            probe = socket.socket(fileno=copy)
+        except OSError:
+            os.close(copy)      # not a socket
+            continue
+        try:
+            if probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                found.add((int(name), os.fstat(copy).st_ino))
+        except OSError:
+            pass
+        finally:
+            probe.close()
+    return found
+
+
 def register_callbacks(socket_spec: str, timeout: int) -> None:
     """Wire pymilter's module-level callbacks to ImssMilter (what Milter.runmilter does, minus main())."""
     Milter.factory = ImssMilter
@@ -154,10 +179,17 @@ class Master:
         if pid_dir:
             ensure_dir(pid_dir, 0o755, owner)
         register_callbacks(spec, settings.milter.timeout)
+        before = listening_sockets()
         try:
             libmilter.opensocket(True)
         except libmilter.error as exc:
             raise ImssError(f"cannot open milter socket {spec}: {exc}") from None
+        for fd, _inode in listening_sockets() - before:
+            # Every worker polls this one socket, and the kernel wakes them all for a connection:
+            # libmilter then accept()s holding its listener lock, so the workers that lose the race
+            # block in accept() until another connection comes, and smfi_stop() (which takes that
+            # lock) with them. Non-blocking, accept() answers EAGAIN, which libmilter retries.
+            os.set_blocking(fd, False)
         if path:
             os.chmod(path, settings.milter.socket_mode)
             if owner is not None:
@@ -460,7 +492,9 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
                 runtime.notifier.stop()
                 sync_metrics()
                 flush_metrics()
-                libmilter.stop()
+                # smfi_stop() waits for libmilter's listener lock, which a listener stuck in a
+                # system call keeps: asked from its own thread, it cannot hold up the exit below.
+                threading.Thread(target=libmilter.stop, name="imss-milter-stop", daemon=True).start()
                 # libmilter's listener notices the stop at its next poll (every 5 s). Everything is
                 # written by now, so a listener that does not come back must not hold up the master.
                 if not main_returned.wait(LISTENER_EXIT_GRACE):

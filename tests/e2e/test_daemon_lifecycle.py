@@ -146,3 +146,37 @@ def test_metrics_are_served_by_a_daemon_running_as_nobody(stack):
         time.sleep(0.3)
     assert 'imss_messages_total{direction="inbound",verdict="deliver"}' in text
     assert "Traceback" not in daemon.log() and "No module named" not in daemon.log()
+
+
+def test_every_worker_stops_promptly_after_connections_woke_them_all(tmp_path):
+    """The workers share one listening socket and a connection wakes them all; those that lose the
+    race must not sit in accept() holding libmilter's listener lock, or SIGTERM never stops them
+    (a worker outlived its master this way). Connections, then SIGTERM: master and workers are gone
+    well before the 15 s a stuck listener is given."""
+    import socket
+
+    daemon = MilterDaemon(str(tmp_path / "d"), workers=2).start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(children(daemon.proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = children(daemon.proc.pid)
+        assert len(workers) == 2
+        time.sleep(0.5)              # both in libmilter's loop
+        for _ in range(3):
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(daemon.socket)
+            time.sleep(0.3)          # every worker's poll() sees it; one accept()s
+        started = time.monotonic()
+        daemon.proc.terminate()
+        try:
+            daemon.proc.wait(12)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the daemon did not stop within 12 s of SIGTERM\n" + daemon.log())
+        assert time.monotonic() - started < 12
+        assert [pid for pid in workers if os.path.exists(f"/proc/{pid}")
+                and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"] == []
+        assert "did not return" not in daemon.log()
+        assert daemon.proc.returncode == 0, daemon.log()
+    finally:
+        daemon.stop()
