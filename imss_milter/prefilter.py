@@ -47,7 +47,10 @@ class Prefilter:
     def __init__(self, patterns: list[tuple[str, bool]]):
         self.exact, self.shadow, self.accepted = prefilter_databases(tuple(patterns)) \
             if hyperscan is not None else (None, None, {})
-        self._threads = threading.local()       # a hyperscan scratch serves one scan at a time
+        # A hyperscan scratch serves one scan at a time. Idle ones wait here for the next scan of any
+        # thread: pymilter gives every SMTP connection a thread state of its own, so a thread-local
+        # scratch was allocated anew for every connection.
+        self._idle: dict[int, list] = {}
 
     @property
     def active(self) -> bool:
@@ -62,19 +65,21 @@ class Prefilter:
             database, data = self.exact, text
         else:
             database, data = self.shadow, ascii_shadow(text)
-        scratches = getattr(self._threads, "scratches", None)
-        if scratches is None:
-            scratches = self._threads.scratches = {}
-        scratch = scratches.get(id(database))
-        if scratch is None:
-            scratch = scratches[id(database)] = hyperscan.Scratch(database)
+        idle = self._idle.setdefault(id(database), [])
+        try:
+            scratch = idle.pop()        # list.pop and append are atomic: no lock needed
+        except IndexError:
+            scratch = hyperscan.Scratch(database)
         hits: list[tuple[int, int]] = []
 
         def on_match(pattern_id, _start, end, _flags, _context):
             hits.append((pattern_id, end))
             return len(hits) > self.MAX_HITS        # True stops the scan
 
-        database.scan(data.encode("ascii"), match_event_handler=on_match, scratch=scratch)
+        try:
+            database.scan(data.encode("ascii"), match_event_handler=on_match, scratch=scratch)
+        finally:
+            idle.append(scratch)
         if len(hits) > self.MAX_HITS:
             return None
         by_id: dict[int, list[int]] = {pattern_id: [] for pattern_id in self.accepted.values()}

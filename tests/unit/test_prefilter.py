@@ -156,3 +156,41 @@ rules:
         scratch = {"message.raw": body.encode("utf-8")}
         assert [h.name for h in with_prefilter.score_message(model, None, dict(scratch)).hits] == \
             [h.name for h in without.score_message(model, None, dict(scratch)).hits], body
+
+
+@needs_hyperscan
+def test_scratches_are_reused_across_threads_and_never_shared_by_two_scans():
+    """pymilter gives each SMTP connection a thread state of its own: a scratch per thread was a
+    new allocation per connection. Sequential threads now reuse one scratch, and threads scanning
+    at once each get their own (a shared scratch would make hyperscan refuse the scan)."""
+    import threading
+
+    patterns = [("invoice\\s+\\d+", False), ("wire\\s+transfer", False), ("k+i+s+", True)]
+    filter_ = prefilter.Prefilter(patterns)
+    text = "please pay invoice 42 by wire transfer, kkiss " * 50
+    wanted = filter_.ends(text)
+    assert wanted[0] and wanted[1] and wanted[2]
+    results = []
+    for _ in range(20):                      # one connection after another
+        worker = threading.Thread(target=lambda: results.append(filter_.ends(text)))
+        worker.start()
+        worker.join()
+    assert results == [wanted] * 20
+    assert sum(len(idle) for idle in filter_._idle.values()) == 1
+    barrier = threading.Barrier(8)
+    errors, together = [], []
+
+    def scan_together():
+        try:
+            barrier.wait()
+            for _ in range(30):
+                together.append(filter_.ends(text))
+        except Exception as exc:             # noqa: BLE001 - reported below
+            errors.append(exc)
+    workers = [threading.Thread(target=scan_together) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == [] and together == [wanted] * 240
+    assert 1 <= sum(len(idle) for idle in filter_._idle.values()) <= 8
