@@ -80,13 +80,10 @@ class RuleSet:
         recipients = [normalise_address(rcpt) for rcpt in envelope.recipients]
         decided: dict = {}
         found = []
-        for policy in self.policies:
-            if not policy.enabled:
-                continue
-            slot = self._route_slots.get(id(policy), ("own", id(policy)))
+        for policy, slot, route in self._routing:
             matched = decided.get(slot)
             if matched is None:
-                matched = decided[slot] = policy.route.matches(sender, recipients)
+                matched = decided[slot] = route.matches(sender, recipients)
             if matched:
                 found.append(policy)
         return found
@@ -97,12 +94,28 @@ class RuleSet:
         slots: dict[Route, int] = {}
         return {id(policy): slots.setdefault(policy.route, len(slots)) for policy in self.policies}
 
+    @functools.cached_property
+    def _routing(self) -> list[tuple]:
+        """(policy, route slot, route) of each enabled policy, in order: what routed() walks,
+        worked out once per rule set."""
+        slots = self._route_slots
+        return [(policy, slots[id(policy)], policy.route) for policy in self.policies if policy.enabled]
+
+    @functools.cached_property
+    def _policy_engines(self) -> dict[int, frozenset]:
+        """id(policy) -> the engines its conditions may ask (engines_of, once per rule set)."""
+        return {id(policy): frozenset(engines_of(policy.condition)) for policy in self.policies}
+
     def engines_for(self, envelope: Envelope, routed: list[Policy] | None = None) -> set[str]:
         """The engines the enabled policies whose route matches this envelope may ask."""
         needed: set[str] = set()
+        of_policy = self._policy_engines
         for policy in routed if routed is not None else self.routed(envelope):
-            if policy.condition is not None:
-                needed |= engines_of(policy.condition)
+            engines = of_policy.get(id(policy))
+            if engines is None:            # a policy of no rule set (built by hand)
+                engines = engines_of(policy.condition)
+            if engines:
+                needed |= engines
         return needed
 
     def required_engines(self) -> set[str]:
