@@ -14,7 +14,6 @@ in MessageModel.errors so the caller does not deliver an unscanned message.
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 
 from . import archives
 from .charsets import decode_bytes
@@ -70,16 +69,6 @@ class _Context:
             self.malformed("parser error: " + describe(where, error))
         elif len(self.model.errors) < 100:
             self.model.errors.append(describe(where, error))
-
-    @contextmanager
-    def guarded(self, where: str):
-        """Scan one part: a failure there costs that part, not the message."""
-        try:
-            yield
-        except RecursionError:
-            raise       # unwind to parse_message, which reports the nesting
-        except Exception as error:
-            self.failure(where, error)
 
     def room_for_part(self, in_archive: bool) -> bool:
         if len(self.model.parts) < self.limits.max_parts:
@@ -189,6 +178,23 @@ def _distinct(values):
     return seen
 
 
+def _mime_fields(block: HeaderBlock) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """The Content-Type, Content-Disposition and Content-Transfer-Encoding
+    values of a block (any case, in order), in one pass over its fields."""
+    types: list[bytes] = []
+    dispositions: list[bytes] = []
+    encodings: list[bytes] = []
+    for name, value in block.fields:
+        name = name.lower()
+        if name == "content-type":
+            types.append(value)
+        elif name == "content-disposition":
+            dispositions.append(value)
+        elif name == "content-transfer-encoding":
+            encodings.append(value)
+    return types, dispositions, encodings
+
+
 def _entity(data: bytes, block: HeaderBlock, ctx: _Context, depth: int, prefix: list[str],
             origin: str, default_type: str = "text/plain"):
     """Scan one MIME entity (headers already read) and everything inside it."""
@@ -196,8 +202,10 @@ def _entity(data: bytes, block: HeaderBlock, ctx: _Context, depth: int, prefix: 
         ctx.mime_limit(f"MIME nesting deeper than {ctx.limits.max_mime_depth} (max_mime_depth); "
                        "inner parts not scanned")
         return
-    content_types = [parse_structured(v) for v in block.values("content-type")]
-    dispositions = [parse_structured(v) for v in block.values("content-disposition")]
+    type_values, disposition_values, cte_values = _mime_fields(block)
+    content_types = [parse_structured(v) for v in type_values]
+    dispositions = [parse_structured(v) for v in disposition_values]
+    ctes = _distinct([normalise_cte(v) for v in cte_values])   # distinct, in order; [] when none
     for label, headers in (("Content-Type", content_types), ("Content-Disposition", dispositions)):
         if len(headers) > 1:
             ctx.malformed(f"duplicate {label} headers")
@@ -213,21 +221,21 @@ def _entity(data: bytes, block: HeaderBlock, ctx: _Context, depth: int, prefix: 
     if any(t.startswith("multipart/") for t in declared):
         if any(t in _ENCRYPTED_TYPES for t in declared):
             ctx.flag(FLAG_ENCRYPTED, "encrypted message part (" + declared[0] + ")")
-        if _encoded_multipart(body, block, content_types, declared, ctx, depth, prefix, origin):
+        if _encoded_multipart(body, ctes, content_types, declared, ctx, depth, prefix, origin):
             return
-    _leaf(body, block, ctx, depth, prefix, origin, declared, content_types, dispositions)
+    _leaf(body, ctes, ctx, depth, prefix, origin, declared, content_types, dispositions)
 
 
 # --- multipart -----------------------------------------------------------------
 
-def _encoded_multipart(body: bytes, block: HeaderBlock, content_types, declared, ctx: _Context,
+def _encoded_multipart(body: bytes, ctes: list[str], content_types, declared, ctx: _Context,
                        depth: int, prefix, origin) -> bool:
     """A multipart, also read through its Content-Transfer-Encoding when it
-    has one: RFC 2045 forbids encoding a multipart, but some clients decode
-    it anyway and others do not, so both readings are scanned."""
+    has one (`ctes`: the distinct normalised values): RFC 2045 forbids
+    encoding a multipart, but some clients decode it anyway and others do
+    not, so both readings are scanned."""
     found = _multipart(body, content_types, declared, ctx, depth, prefix, origin)
-    encodings = [cte for cte in _distinct(normalise_cte(v) for v in block.values("content-transfer-encoding"))
-                 if cte != "identity"]
+    encodings = [cte for cte in ctes if cte != "identity"]
     if not encodings:
         return found
     ctx.malformed(f"Content-Transfer-Encoding {', '.join(encodings)} on a multipart: "
@@ -372,9 +380,9 @@ def _child(part_bytes: bytes, ctx: _Context, depth: int, prefix, origin, default
 
 # --- leaves --------------------------------------------------------------------
 
-def _leaf(body: bytes, block: HeaderBlock, ctx: _Context, depth: int, prefix: list[str], origin: str,
+def _leaf(body: bytes, ctes: list[str], ctx: _Context, depth: int, prefix: list[str], origin: str,
           declared: list[str], content_types, dispositions):
-    ctes = _distinct(normalise_cte(v) for v in block.values("content-transfer-encoding")) or ["identity"]
+    ctes = ctes or ["identity"]
     if len(ctes) > 1:
         ctx.malformed("conflicting Content-Transfer-Encoding headers: each one decoded")
     names = _distinct(name_candidates(dispositions, "filename") + name_candidates(content_types, "name"))
@@ -434,8 +442,14 @@ def _leaf_reading(part: Part, ctx: _Context, text_body: bool):
 
 
 def _text_body(part: Part, ctx: _Context):
-    with ctx.guarded("text of " + "/".join(part.path)):
+    """Read a body text part; a failure there costs that part, not the message.
+    (try/except rather than a context manager: this runs for every part.)"""
+    try:
         _text_body_unguarded(part, ctx)
+    except RecursionError:
+        raise       # unwind to parse_message, which reports the nesting
+    except Exception as error:
+        ctx.failure("text of " + "/".join(part.path), error)
 
 
 def _text_body_unguarded(part: Part, ctx: _Context):
@@ -476,9 +490,14 @@ def _uuencoded(data: bytes, ctx: _Context):
 
 
 def _add_file(part: Part, ctx: _Context, archive_depth: int):
-    """Record a file-like part, then look inside it (archive members, nested mail)."""
-    with ctx.guarded("part " + "/".join(part.path)):
+    """Record a file-like part, then look inside it (archive members, nested
+    mail); a failure there costs that part, not the message."""
+    try:
         _add_file_unguarded(part, ctx, archive_depth)
+    except RecursionError:
+        raise       # unwind to parse_message, which reports the nesting
+    except Exception as error:
+        ctx.failure("part " + "/".join(part.path), error)
 
 
 def _add_file_unguarded(part: Part, ctx: _Context, archive_depth: int):
