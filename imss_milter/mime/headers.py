@@ -70,7 +70,9 @@ def _plain_block(data: bytes, start: int) -> HeaderBlock | None:
     match = _PLAIN_BLOCK.match(data, start)
     if match is None or data.count(b"\n", start, match.end()) > _MAX_HEADER_LINES:
         return None
-    fields = [(name.decode("ascii"), _unfold(value)) for name, value in _PLAIN_FIELD.findall(data, start, match.end())]
+    # _unfold's one-line case inline: it is nearly every field.
+    fields = [(name.decode("ascii"), value.strip() if value.count(b"\n") == 1 else _unfold(value))
+              for name, value in _PLAIN_FIELD.findall(data, start, match.end())]
     return HeaderBlock(fields=fields, body_start=match.end())
 
 
@@ -354,7 +356,10 @@ def rfc2231_values(params: list[tuple[str, str]], base: str) -> list[str]:
     """
     single: list[str] = []
     sections: dict[int, list[tuple[bool, str]]] = {}
+    prefix = base + "*"
     for name, value in params:
+        if not name.startswith(prefix):
+            continue        # the regex below could not match it to `base`; most parameters
         match = _RFC2231_SECTION.match(name)
         if not match or match.group(1) != base:
             continue
@@ -397,14 +402,22 @@ def clean_name(name: str) -> str:
 def name_candidates(headers: list[ParsedHeader], param: str) -> list[str]:
     """Every distinct decoded candidate for parameter `param` (e.g. filename)."""
     found: list[str] = []
+    sectioned = param + "*"
     for header in headers:
-        raw_values = header.get_all(param)
-        for value in raw_values:
-            found.append(decode_rfc2047(value.encode("utf-8", "surrogateescape")))
-            if "%" in value and "'" in value:
-                # A plain param written in RFC 2231 style: decode that too.
-                found.append(_decode_2231_value(value, True))
-        found.extend(rfc2231_values(header.params, param))
+        has_sections = False
+        for name, value in header.params:
+            if name == param:
+                if value.isascii() and "=?" not in value:
+                    found.append(value)     # what decode_rfc2047 gives plain ASCII
+                else:
+                    found.append(decode_rfc2047(value.encode("utf-8", "surrogateescape")))
+                if "%" in value and "'" in value:
+                    # A plain param written in RFC 2231 style: decode that too.
+                    found.append(_decode_2231_value(value, True))
+            elif name.startswith(sectioned):
+                has_sections = True
+        if has_sections:        # else rfc2231_values finds nothing
+            found.extend(rfc2231_values(header.params, param))
     names: list[str] = []
     for value in found:
         for candidate in (value, _basename(value)):

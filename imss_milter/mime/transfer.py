@@ -19,6 +19,13 @@ _WHITESPACE = b" \t\r\n"
 def normalise_cte(value: str | bytes | None) -> str:
     """Map a Content-Transfer-Encoding value to base64, quoted-printable,
     uuencode, or identity. Accepts odd case, quotes and trailing text."""
+    known = _COMMON_CTES.get(value)
+    if known is not None:
+        return known
+    return _normalise_cte(value)
+
+
+def _normalise_cte(value: str | bytes | None) -> str:
     if value is None:
         return "identity"
     if isinstance(value, bytes):
@@ -38,6 +45,13 @@ def normalise_cte(value: str | bytes | None) -> str:
     if "quoted" in whole:
         return "quoted-printable"
     return "identity"
+
+
+# The values nearly every message carries, with the answer _normalise_cte gives them.
+_COMMON_CTES = {spelling: _normalise_cte(spelling)
+                for word in ("7bit", "8bit", "binary", "base64", "quoted-printable",
+                             "7BIT", "8BIT", "BINARY", "BASE64", "Base64", "QUOTED-PRINTABLE", "Quoted-Printable")
+                for spelling in (word, word.encode("ascii"))}
 
 
 def decode_base64(data: bytes) -> tuple[bytes, bool]:
