@@ -512,14 +512,30 @@ def _extension(name_hint: str) -> str:
     return name.rsplit(".", 1)[1] if "." in name else ""
 
 
+# The first bytes each of _own_check's checks can recognise (_check_media also
+# looks for an "ftyp" box at offset 4, whatever the first byte): a check
+# that cannot match is not called, which spares most payloads all of them.
+_EXECUTABLE_OR_ZIP_CHECKS = {ord("M"): _check_pe, ord("P"): _check_zip}
+_EXECUTABLE_OR_ZIP_CHECKS.update((magic[0], _check_macho) for magic in _MACHO_MAGICS + _FAT_MAGICS)
+_MEDIA_FIRST_BYTES = frozenset(b"RFOB\xff")
+
+
 def _own_check(payload: bytes, extension: str) -> tuple[str, str] | None:
-    for check in (_check_pe, _check_macho, _check_zip, _check_media):
+    """Our own checks in order: PE, Mach-O, zip, media, OLE2, signatures, PDF."""
+    first = payload[0] if payload else -1
+    check = _EXECUTABLE_OR_ZIP_CHECKS.get(first)
+    if check is not None:
         found = check(payload)
         if found:
             return found
-    ole = _check_ole2(payload)
-    if ole:
-        return ole[0], ole[1]
+    if first in _MEDIA_FIRST_BYTES or payload[4:8] == b"ftyp":
+        found = _check_media(payload)
+        if found:
+            return found
+    if first == _OLE2_MAGIC[0]:
+        ole = _check_ole2(payload)
+        if ole:
+            return ole[0], ole[1]
     for prefix, offset, category, mime in (_SIGNATURES_BY_FIRST_BYTE[payload[0]] if payload else ()):
         if payload.startswith(prefix, offset):
             return category, mime
