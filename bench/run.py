@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import smtplib
 import statistics
 import subprocess
@@ -334,6 +335,7 @@ def main(argv=None) -> int:
         sink.stop()
         if dns is not None:
             dns.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
     print()
     print(f"Throughput (median of {args.rounds} alternating round(s) of {args.messages} messages; "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -76,6 +77,7 @@ def main(argv=None) -> int:
         for daemon in daemons.values():
             daemon.stop()
         dns.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
     off, on = statistics.median(cost["off"]), statistics.median(cost["on"])
     print(f"Milter CPU per message, 4 KB, {args.sessions} sessions, median of {args.rounds} rounds "

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import smtplib
-import tempfile
 import time
 
 import pytest
@@ -19,6 +18,7 @@ from tests.e2e.test_postfix_sender import assert_refused_at_connect, connect, ma
 from tests.helpers.daemon import MilterDaemon
 from tests.helpers.postfix import PostfixInstance, SmtpSink
 from tests.helpers.redis_server import RedisServer
+from tests.helpers.stack import e2e_root
 
 pytestmark = [
     pytest.mark.e2e,
@@ -41,8 +41,7 @@ sender_filtering:
 
 @pytest.fixture(scope="module")
 def gateways():
-    root = tempfile.mkdtemp(prefix="imss-e2e-shared-")
-    os.chmod(root, 0o755)
+    root = e2e_root("imss-e2e-shared-")
     redis = RedisServer().start()
     recipients = os.path.join(root, "recipients.txt")
     with open(recipients, "w") as handle:
@@ -64,7 +63,7 @@ def gateways():
         postfix.stop()
         daemon.stop()
     sink.stop()
-    redis.stop()
+    redis.close()
 
 
 def test_a_block_made_behind_one_mta_is_enforced_behind_the_other(gateways):

@@ -9,10 +9,16 @@ import tempfile
 from .postfix import PostfixInstance, SmtpSink
 
 
+# Every stack directory of this test session: tests/conftest.py removes them when the session
+# passes and names them when it fails (their logs, maillog and queues are what one reads then).
+created_roots: list[str] = []
+
+
 def e2e_root(prefix: str) -> str:
     """A directory for one stack; world-traversable, since Postfix and the daemon drop privileges."""
     root = tempfile.mkdtemp(prefix=prefix)
     os.chmod(root, 0o755)
+    created_roots.append(root)
     return root
 
 
