@@ -255,15 +255,108 @@ def _local_header(payload: bytes, offset: int):
     return flags, method, raw_name, offset + 30 + name_len + extra_len
 
 
+class _CentralEntry:
+    """One central directory entry read by _central_directory: the ZipInfo
+    attributes the expansion uses, with the values zipfile gives them."""
+
+    __slots__ = ("index", "orig_filename", "filename", "flag_bits", "compress_type", "compress_size",
+                 "header_offset")
+
+    def is_dir(self) -> bool:
+        return self.filename[-1] == "/"
+
+
+def _plain_extra(extra: bytes) -> bool:
+    """Extra fields zipfile's ZipInfo._decodeExtra accepts and leaves the
+    sizes and offset alone for: well formed, no zip64 field."""
+    while len(extra) >= 4:
+        kind, length = struct.unpack_from("<HH", extra)
+        if length + 4 > len(extra) or kind == 0x0001:
+            return False
+        extra = extra[length + 4:]
+    return True
+
+
+def _central_directory(payload: bytes) -> list[_CentralEntry] | None:
+    """The central directory of a plainly laid out zip (end record last, no
+    archive comment, no zip64, every field whole), read as zipfile reads it
+    (zipfile's _EndRecData and _RealGetContents, Python 3.11) but without its
+    file object and ZipInfo objects, a large share of a small zip's cost.
+    None for anything else, and wherever zipfile would raise: zipfile then
+    reads the directory itself and gives its own answer."""
+    end = len(payload) - zipfile.sizeEndCentDir
+    if (end < zipfile.sizeEndCentDir64Locator or payload[end:end + 4] != zipfile.stringEndArchive
+            or payload[-2:] != b"\x00\x00"
+            or payload[end - zipfile.sizeEndCentDir64Locator:][:4] == zipfile.stringEndArchive64Locator):
+        return None
+    size_cd, offset_cd = struct.unpack_from(zipfile.structEndArchive, payload, end)[5:7]
+    start = end - size_cd         # zipfile: offset_cd + concat
+    if start < 0:
+        return None
+    concat = start - offset_cd
+    directory = payload[start:end]
+    entries: list[_CentralEntry] = []
+    pos = 0
+    while pos < size_cd:
+        if pos + zipfile.sizeCentralDir > size_cd:
+            return None
+        fields = struct.unpack_from(zipfile.structCentralDir, directory, pos)
+        if fields[0] != zipfile.stringCentralDir or fields[3] > zipfile.MAX_EXTRACT_VERSION:
+            return None
+        name_start = pos + zipfile.sizeCentralDir
+        name_end = name_start + fields[12]
+        extra_end = name_end + fields[13]
+        pos = extra_end + fields[14]
+        if pos > size_cd or not _plain_extra(directory[name_end:extra_end]):
+            return None
+        flags = fields[5]
+        try:
+            name = directory[name_start:name_end].decode("utf-8" if flags & 0x800 else "cp437")
+        except UnicodeDecodeError:
+            return None
+        entry = _CentralEntry()
+        entry.index = len(entries)
+        entry.orig_filename = name
+        entry.filename = name.split("\x00", 1)[0]
+        if not entry.filename:
+            return None     # ZipInfo.is_dir() fails on it
+        entry.flag_bits = flags
+        entry.compress_type = fields[6]
+        entry.compress_size = fields[10]
+        entry.header_offset = fields[18] + concat
+        entries.append(entry)
+    return entries
+
+
+class _ZipOnDemand:
+    """zipfile's reading of an archive whose directory _central_directory
+    read, opened only when a member needs zipfile to read it."""
+
+    def __init__(self, payload: bytes):
+        self.payload = payload
+        self.archive: zipfile.ZipFile | None = None
+
+    def open(self, entry: _CentralEntry):
+        if self.archive is None:
+            self.archive = zipfile.ZipFile(io.BytesIO(self.payload))
+        info = self.archive.infolist()[entry.index]
+        info.orig_filename = entry.orig_filename    # as _read_zip_member set it
+        return self.archive.open(info)
+
+
 def _expand_zip(payload: bytes, budget: Budget, result: Expansion):
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(payload))
-        infos = archive.infolist()
-    except INPUT_ERRORS as error:
-        result.malformed_notes.append(f"zip central directory unreadable ({type(error).__name__}); "
-                                      "members read from local headers")
-        _expand_zip_local_headers(payload, budget, result)
-        return
+    infos = _central_directory(payload)
+    if infos is not None:
+        archive = _ZipOnDemand(payload)
+    else:
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(payload))
+            infos = archive.infolist()
+        except INPUT_ERRORS as error:
+            result.malformed_notes.append(f"zip central directory unreadable ({type(error).__name__}); "
+                                          "members read from local headers")
+            _expand_zip_local_headers(payload, budget, result)
+            return
     limit = budget.limits.archive_max_entries
     if len(infos) > limit:
         result.limit_notes.append(f"zip has {len(infos)} entries, more than {limit}")
