@@ -234,6 +234,8 @@ def _zip_names(raw: bytes, utf8_flag: bool) -> list[str]:
     names = []
     if utf8_flag:
         names.append(raw.decode("utf-8", "replace"))
+    elif raw.isascii():
+        names.append(raw.decode("ascii"))      # what both readings give (cp437 keeps ASCII as it is)
     else:
         names.append(raw.decode("cp437"))
         try:
@@ -259,7 +261,7 @@ class _CentralEntry:
     """One central directory entry read by _central_directory: the ZipInfo
     attributes the expansion uses, with the values zipfile gives them."""
 
-    __slots__ = ("index", "orig_filename", "filename", "flag_bits", "compress_type", "compress_size",
+    __slots__ = ("index", "raw_name", "orig_filename", "filename", "flag_bits", "compress_type", "compress_size",
                  "header_offset")
 
     def is_dir(self) -> bool:
@@ -310,12 +312,14 @@ def _central_directory(payload: bytes) -> list[_CentralEntry] | None:
         if pos > size_cd or not _plain_extra(directory[name_end:extra_end]):
             return None
         flags = fields[5]
+        raw_name = directory[name_start:name_end]
         try:
-            name = directory[name_start:name_end].decode("utf-8" if flags & 0x800 else "cp437")
+            name = raw_name.decode("ascii" if raw_name.isascii() else "utf-8" if flags & 0x800 else "cp437")
         except UnicodeDecodeError:
             return None
         entry = _CentralEntry()
         entry.index = len(entries)
+        entry.raw_name = raw_name
         entry.orig_filename = name
         entry.filename = name.split("\x00", 1)[0]
         if not entry.filename:
@@ -364,8 +368,11 @@ def _expand_zip(payload: bytes, budget: Budget, result: Expansion):
     for info in infos:
         if info.is_dir():
             continue
-        central_raw = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437",
-                                                "surrogateescape")
+        if isinstance(info, _CentralEntry):
+            central_raw = info.raw_name     # what encoding orig_filename back gives
+        else:
+            central_raw = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437",
+                                                    "surrogateescape")
         names = _zip_names(central_raw, bool(info.flag_bits & 0x800))
         notes: list[str] = []
         local = _local_header(payload, info.header_offset)

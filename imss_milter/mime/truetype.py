@@ -364,16 +364,20 @@ def looks_like_email(payload: bytes) -> bool:
     head = payload[:4096].lstrip(b"\r\n")
     if head.startswith(b"From "):
         head = head.split(b"\n", 1)[-1]
-    lines = head.split(b"\n", 40)[:40]
     known = 0
-    for line in lines:
-        line = line.rstrip(b"\r")
+    pos = 0
+    for _ in range(40):     # the first 40 lines, cut one at a time: most payloads fail on the first
+        newline = head.find(b"\n", pos)
+        line = (head[pos:] if newline < 0 else head[pos:newline]).rstrip(b"\r")
         if not line:
             break
         if not _HEADER_LIKE_LINE.match(line):
             return False
         if _MAIL_HEADER.match(line):
             known += 1
+        if newline < 0:
+            break
+        pos = newline + 1
     return known >= 2
 
 
