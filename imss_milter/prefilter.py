@@ -44,9 +44,14 @@ class Prefilter:
 
     MAX_HITS = 50_000       # a text this dense in candidates is not prefiltered
 
-    def __init__(self, patterns: list[tuple[str, bool]]):
-        self.exact, self.shadow, self.accepted = prefilter_databases(tuple(patterns)) \
+    def __init__(self, patterns: list[tuple[str, bool]], anchored: bool = True):
+        """anchored=False drops ^, $, \\A and \\Z too: a pattern then matches wherever in the text it
+        matches a line of it, so one scan of several texts joined by newlines says which patterns
+        may match one of them."""
+        self.exact, self.shadow, self.accepted = prefilter_databases(tuple(patterns), anchored) \
             if hyperscan is not None else (None, None, {})
+        self._index_of = {pattern_id: index for index, pattern_id in self.accepted.items()}
+        self._left_out: dict[int, frozenset] = {}      # count -> indexes of the patterns not accepted
         # A hyperscan scratch serves one scan at a time. Idle ones wait here for the next scan of any
         # thread: pymilter gives every SMTP connection a thread state of its own, so a thread-local
         # scratch was allocated anew for every connection.
@@ -90,10 +95,48 @@ class Prefilter:
     def candidates(self, text: str, count: int) -> set[int]:
         """Indexes (of `count` patterns) that may match text: every pattern the prefilter left out,
         and the accepted ones it found."""
-        ends = self.ends(text)
-        if ends is None:
+        found = self._found(text)
+        if found is None:
             return set(range(count))
-        return {index for index in range(count) if ends.get(index, True)}
+        left_out = self._left_out.get(count)
+        if left_out is None:
+            left_out = self._left_out[count] = frozenset(range(count)) - frozenset(self.accepted)
+        index_of = self._index_of
+        return left_out.union([index_of[pattern_id] for pattern_id in found])
+
+    def _found(self, text: str) -> set[int] | None:
+        """The ids of the accepted patterns with a match in text (what ends() says has offsets),
+        None when ends() would say None. The scan stops once every pattern was found."""
+        if self.exact is None:
+            return None
+        if text.isascii():
+            database, data = self.exact, text
+        else:
+            database, data = self.shadow, ascii_shadow(text)
+        idle = self._idle.setdefault(id(database), [])
+        try:
+            scratch = idle.pop()
+        except IndexError:
+            scratch = hyperscan.Scratch(database)
+        found: set[int] = set()
+        every = len(self.accepted)
+        hits = [0]
+
+        def on_match(pattern_id, _start, _end, _flags, _context):
+            found.add(pattern_id)
+            hits[0] += 1
+            # past MAX_HITS ends() gives up; with every pattern found nothing more can be learnt
+            return hits[0] > self.MAX_HITS or len(found) == every
+
+        try:
+            database.scan(data.encode("ascii"), match_event_handler=on_match, scratch=scratch)
+        except hyperscan.ScanTerminated:
+            pass                    # on_match stopped it
+        finally:
+            idle.append(scratch)
+        if hits[0] > self.MAX_HITS:
+            return None
+        return found
 
 
 # --- the ASCII shadow of a text ---------------------------------------------------------------
@@ -159,10 +202,12 @@ _IGNORED_FLAGS = sre.SRE_FLAG_UNICODE | sre.SRE_FLAG_VERBOSE     # VERBOSE is sp
 
 
 class _Writer:
-    """Hyperscan source for a parsed pattern. widen_negated: negated classes match anything."""
+    """Hyperscan source for a parsed pattern. widen_negated: negated classes match anything;
+    anchored=False: ^, $, \\A and \\Z are left out (only wider)."""
 
-    def __init__(self, widen_negated: bool):
+    def __init__(self, widen_negated: bool, anchored: bool = True):
         self.widen = widen_negated
+        self.anchored = anchored
 
     def sequence(self, items) -> str:
         return "".join(self.item(op, av) for op, av in items)
@@ -191,7 +236,8 @@ class _Writer:
             bound = f"{{{low},}}" if high is sre.MAXREPEAT else f"{{{low},{high}}}"
             return "(?:" + self.sequence(items) + ")" + bound
         if op is sre.AT:
-            return _AT.get(av, "")       # \b and \B are left out: only wider
+            # \b and \B are left out: only wider (and every anchor when unanchored)
+            return _AT.get(av, "") if self.anchored else ""
         if op in (sre.ASSERT, sre.ASSERT_NOT):
             return ""                    # lookarounds are left out: only wider
         raise Unsupported(str(op))
@@ -254,14 +300,15 @@ def _class_char(code: int) -> str:
     return f"\\x{code:02x}"
 
 
-def hyperscan_source(pattern: str, case_sensitive: bool, widen_negated: bool = False) -> tuple[str, int] | None:
+def hyperscan_source(pattern: str, case_sensitive: bool, widen_negated: bool = False,
+                     anchored: bool = True) -> tuple[str, int] | None:
     """(source, hyperscan flags) of the prefilter for a `regex` V0 pattern, None when none can be
     written (the pattern then runs on every text)."""
     if hyperscan is None or _POSIX_CLASS.search(pattern):
         return None      # the regex module reads [[:alpha:]] as a POSIX class, Python's parser not
     try:
         parsed = sre_parse.parse(pattern, 0 if case_sensitive else re.IGNORECASE)
-        source = _Writer(widen_negated).sequence(list(parsed))
+        source = _Writer(widen_negated, anchored).sequence(list(parsed))
     except (re.error, Unsupported, RecursionError, OverflowError, ValueError, TypeError):
         return None
     flags = hyperscan.HS_FLAG_PREFILTER
@@ -287,18 +334,19 @@ _databases: dict[tuple, tuple] = {}
 _databases_lock = threading.Lock()
 
 
-def prefilter_databases(patterns: tuple[tuple[str, bool], ...]):
+def prefilter_databases(patterns: tuple[tuple[str, bool], ...], anchored: bool = True):
+    key = patterns if anchored else ("unanchored", patterns)
     with _databases_lock:
-        if patterns not in _databases:
-            _databases[patterns] = _compile(patterns)
-        return _databases[patterns]
+        if key not in _databases:
+            _databases[key] = _compile(patterns, anchored)
+        return _databases[key]
 
 
-def _compile(patterns):
+def _compile(patterns, anchored: bool = True):
     entries = []        # (index, exact source, shadow source, flags)
     for index, (pattern, case_sensitive) in enumerate(patterns):
-        exact = hyperscan_source(pattern, case_sensitive)
-        shadow = hyperscan_source(pattern, case_sensitive, widen_negated=True)
+        exact = hyperscan_source(pattern, case_sensitive, anchored=anchored)
+        shadow = hyperscan_source(pattern, case_sensitive, widen_negated=True, anchored=anchored)
         if exact is None or shadow is None:
             continue
         entries.append((index, exact[0], shadow[0], exact[1]))

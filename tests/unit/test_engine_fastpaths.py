@@ -70,3 +70,166 @@ def test_basename_and_extensions_match_the_regex_split(seed):
     for name in names:
         assert basename(name) == _basename_by_regex(name), name
         assert extensions(name) == _extensions_by_regex(name), name
+
+
+# --- the built-in spam engine: prefilters over the joined URLs and header values -----------------
+
+from imss_milter import prefilter  # noqa: E402
+from imss_milter.engines.spam.builtin import BuiltinSpamEngine  # noqa: E402
+from imss_milter.engines.spam.rules import load_rules, parse_rule_file  # noqa: E402
+from imss_milter.yamlconf import loads_yaml  # noqa: E402
+
+needs_hyperscan = pytest.mark.skipif(prefilter.hyperscan is None, reason="hyperscan is not installed")
+
+SPAM_RULES = r"""
+rules:
+  - {name: SUBJ_CAPS, type: header, header: Subject, regex: '^[^a-z]*[A-Z]{4,}[^a-z]*$', case_sensitive: true, score: 1}
+  - {name: SUBJ_MONEY, type: header, header: subject, regex: '\$\s?\d+|\bfree\s+money\b', score: 2}
+  - {name: SUBJ_END, type: header, header: SUBJECT, regex: '!!$', score: 0.5}
+  - {name: SUBJ_EMPTY, type: header, header: Subject, regex: '^$', score: 0.25}
+  - {name: SUBJ_EITHER, type: header, header: Subject, regex: '(?:$|zz)', score: 0.125}
+  - {name: XM_ONE, type: header, header: X-Mailer, regex: '^bulk', score: 1}
+  - {name: XM_TWO, type: header, header: x-mailer, regex: 'mail\b', score: 1}
+  - {name: LIST, type: header, header: List-Id, regex: '.', score: -0.5}
+  - {name: URL_IP, type: url, regex: '^[a-z]+://(?:\d{1,3}\.){3}\d{1,3}(?:[:/]|$)', score: 2}
+  - {name: URL_SHORT, type: url, regex: '^[a-z]+://(?:www\.)?(?:bit\.ly|t\.co)/', score: 1}
+  - {name: URL_END, type: url, regex: '\.exe$', score: 3}
+  - {name: URL_NOT_K, type: url, regex: '//[^k]\S*\u212a', score: 1}
+  - {name: URL_KELVIN, type: url, regex: 'kelvin', score: 1}
+  - {name: BODY_PILLS, type: body, regex: '\b(?:viagra|cialis)\b', score: 2}
+  - {name: RAW_STYLE, type: raw, regex: 'display\s*:\s*none', score: 1}
+"""
+
+
+class _Part:
+    def __init__(self, payload: bytes, charset="utf-8", is_text_body=True):
+        self.payload = payload
+        self.charset = charset
+        self.is_text_body = is_text_body
+
+
+class _Model:
+    def __init__(self, body: str, headers: list[tuple[str, str]], parts):
+        self.body_text = body
+        self.headers = headers
+        self.parts = parts
+        self.subject = next((v for n, v in headers if n.lower() == "subject"), "")
+
+    def header_values(self, name):
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+
+SUBJECTS = ["", "HELLO WORLD", "FREE MONEY", "free   money now!!", "$ 100", "$100!!", "Hi!!", "\u212aELVIN CAPS",
+            "ÉCOLE GRATUITE", "zz", "multi\nline!!", "CAPS\nlower", " ", "BUY NOW!!\n", "İSTANBUL OFFER"]
+URL_PIECES = ["http://", "https://", "ftp://", "http://192.168.1.1/", "https://10.0.0.1:8080/x", "http://1.2.3.4",
+              "http://bit.ly/abc", "https://www.t.co/x", "http://evil.test/a.exe", "http://good.test/a.exe.txt",
+              "http://\u212aelvin.test/", "http://kelvin.test/", "http://xx\u212a.test/", "www.example.com",
+              " ", "\n", "<a href=\"", "\">", ".", "http://ok.test/?q=1.2.3.4", "HTTP://BIT.LY/Z"]
+
+
+def _random_model(rng: random.Random) -> _Model:
+    headers = [("From", "a@b.test")]
+    for _ in range(rng.randint(0, 3)):
+        headers.append((rng.choice(["Subject", "subject", "SUBJECT"]), rng.choice(SUBJECTS)))
+    for _ in range(rng.randint(0, 2)):
+        headers.append(("X-Mailer", rng.choice(["bulk mailer", "Thunderbird", "bulkmail", "mail", "", "x\nbulk"])))
+    if rng.random() < 0.3:
+        headers.append(("List-Id", rng.choice(["<l.test>", ""])))
+    body = "".join(rng.choice(URL_PIECES + ["viagra ", "text "]) for _ in range(rng.randint(0, 10)))
+    parts = [_Part("".join(rng.choice(URL_PIECES) for _ in range(rng.randint(0, 8))).encode(
+        rng.choice(["utf-8", "utf-16"])), charset=rng.choice(["utf-8", "utf-16", None, "bogus"]))
+        for _ in range(rng.randint(0, 2))]
+    for part in parts:
+        if part.charset == "utf-16" and not part.payload.startswith((b"\xff\xfe", b"\xfe\xff")):
+            part.charset = "utf-8"
+    return _Model(body, headers, parts)
+
+
+@needs_hyperscan
+@pytest.mark.parametrize("seed", range(4))
+def test_spam_scores_are_the_same_with_and_without_the_joined_prefilters(seed):
+    rules = [rule for rule, _ in parse_rule_file(loads_yaml(SPAM_RULES), "rules.yaml")]
+    config = type("Config", (), {"regex_timeout": 1.0})()
+    fast = BuiltinSpamEngine(config, rules)
+    assert {"url", ("header", "subject"), ("header", "x-mailer")} <= set(fast.prefilters)
+    general = BuiltinSpamEngine(config, rules)
+    general.prefilters = {}          # every rule searched in every text
+    rng = random.Random(seed)
+    seen = set()
+    for _ in range(300):
+        model = _random_model(rng)
+        scratch = {"message.raw": (model.body_text + "style=display:none").encode("utf-8", "replace")}
+        got = fast.score_message(model, None, dict(scratch))
+        want = general.score_message(model, None, dict(scratch))
+        assert [(h.name, h.score) for h in got.hits] == [(h.name, h.score) for h in want.hits], model.headers
+        assert got.score == want.score and got.notes == want.notes
+        seen.update(h.name for h in want.hits)
+    assert len(seen) >= len(rules) - 2, seen        # the inputs make (almost) every rule hit somewhere
+
+
+@needs_hyperscan
+def test_the_shipped_url_and_subject_rules_are_prefiltered_and_score_alike():
+    shipped = load_rules(str(__import__("pathlib").Path(prefilter.__file__).parent / "patterns" / "spam"))
+    config = type("Config", (), {"regex_timeout": 1.0})()
+    fast = BuiltinSpamEngine(config, shipped)
+    for group in ("url", ("header", "subject")):
+        checker, indexes = fast.prefilters[group]
+        assert len(checker.accepted) == len(indexes) >= 2
+    general = BuiltinSpamEngine(config, shipped)
+    general.prefilters = {}
+    rng = random.Random(11)
+    for _ in range(300):
+        model = _random_model(rng)
+        scratch = {"message.raw": model.body_text.encode("utf-8", "replace")}
+        assert [h.name for h in fast.score_message(model, None, dict(scratch)).hits] == \
+            [h.name for h in general.score_message(model, None, dict(scratch)).hits]
+
+
+@needs_hyperscan
+@pytest.mark.parametrize("seed", range(10))
+def test_unanchored_prefilter_finds_every_pattern_matching_one_of_the_joined_texts(seed):
+    from tests.unit.test_prefilter import random_pattern, random_text
+    import regex
+    rng = random.Random(seed)
+    patterns = []
+    while len(patterns) < 20:
+        pattern = random_pattern(rng)
+        case_sensitive = rng.random() < 0.5
+        try:
+            compiled = regex.compile(pattern, regex.V0 if case_sensitive else regex.V0 | regex.IGNORECASE)
+        except regex.error:
+            continue
+        patterns.append((pattern, case_sensitive, compiled))
+    checker = prefilter.Prefilter([(p, c) for p, c, _ in patterns], anchored=False)
+    for _ in range(150):
+        texts = [random_text(rng) for _ in range(rng.randint(1, 4))]
+        candidates = checker.candidates("\n".join(texts), len(patterns))
+        for index, (pattern, _, compiled) in enumerate(patterns):
+            try:
+                found = any(compiled.search(text, timeout=0.05) for text in texts)
+            except TimeoutError:
+                continue            # a random pattern can backtrack for ever: no answer to compare
+            if found:
+                assert index in candidates, (pattern, texts)
+
+
+@needs_hyperscan
+def test_candidates_agree_with_ends():
+    from tests.unit.test_prefilter import random_pattern, random_text
+    import regex
+    rng = random.Random(3)
+    patterns = []
+    while len(patterns) < 30:
+        pattern = random_pattern(rng)
+        try:
+            regex.compile(pattern)
+        except regex.error:
+            continue
+        patterns.append((pattern, rng.random() < 0.5))
+    checker = prefilter.Prefilter(patterns)
+    for _ in range(300):
+        text = random_text(rng) * rng.choice([1, 1, 5])
+        ends = checker.ends(text)
+        expected = set(range(len(patterns))) if ends is None else \
+            {index for index in range(len(patterns)) if ends.get(index, True)}
+        assert checker.candidates(text, len(patterns)) == expected

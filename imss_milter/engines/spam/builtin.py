@@ -17,10 +17,18 @@ from .engine import MESSAGE_RAW_KEY, RuleHit, SpamEngine, SpamResult
 
 # rule types searched in one long text each: a Hyperscan prefilter says which rules can match it
 PREFILTERED_TYPES = ("body", "raw")
+# rules searched in several short texts (the URLs, a header's values) get one prefilter scan of the
+# texts joined by newlines, with the anchors left out, when at least this many rules share them
+JOINED_PREFILTER_RULES = 2
 
 # URLs as a reader sees them: in the text, and in HTML attributes the text no longer shows
 _URL = re.compile(r"""(?i)\b(?:https?|ftp)://[^\s"'<>()\[\]{}\\^`|]+""")
 MAX_URLS = 1000
+
+
+def text_group(rule) -> str | tuple:
+    """Which of the message's texts a rule searches: body, raw, url or ("header", lower-cased name)."""
+    return ("header", rule.header.lower()) if rule.type == "header" else rule.type
 
 
 class BuiltinSpamEngine(SpamEngine):
@@ -36,23 +44,50 @@ class BuiltinSpamEngine(SpamEngine):
                                        for rule in of_kind])
                 if prefilter.active:
                     self.prefilters[kind] = (prefilter, {id(rule): index for index, rule in enumerate(of_kind)})
+        # the URLs and each header's values: several texts, prefiltered joined (unanchored)
+        groups: dict = {}
+        for rule in self.rules:
+            if rule.type in ("url", "header"):
+                groups.setdefault(text_group(rule), []).append(rule)
+        for group, of_group in groups.items():
+            if len(of_group) >= JOINED_PREFILTER_RULES:
+                prefilter = Prefilter([(rule.pattern.pattern, bool(not rule.pattern.flags & regex.IGNORECASE))
+                                       for rule in of_group], anchored=False)
+                if prefilter.active:
+                    self.prefilters[group] = (prefilter, {id(rule): index for index, rule in enumerate(of_group)})
+        self._planned = (self.prefilters, self._plan())
+
+    def _plan(self) -> list[tuple]:
+        """(rule, its text group, (prefilter, rule count) or None, its index there) of every rule,
+        in order: worked out once per rule set (again only if self.prefilters is replaced)."""
+        plan = []
+        for rule in self.rules:
+            group = text_group(rule)
+            prefiltered = self.prefilters.get(group)
+            if prefiltered is None:
+                plan.append((rule, group, None, None))
+            else:
+                prefilter, indexes = prefiltered
+                plan.append((rule, group, (prefilter, len(indexes)), indexes[id(rule)]))
+        return plan
 
     def score_message(self, model, envelope, scratch: dict) -> SpamResult:
         result = SpamResult()
         texts = MessageTexts(model, scratch)
         timeout = self.config.regex_timeout
-        possible = {}       # type -> indexes of its rules that may match (one scan of the text)
-        for rule in self.rules:
-            prefiltered = self.prefilters.get(rule.type)
+        possible = {}       # text group -> indexes of its rules that may match (one scan of the text)
+        planned = self._planned
+        if planned[0] is not self.prefilters:
+            planned = self._planned = (self.prefilters, self._plan())
+        for rule, group, prefiltered, index in planned[1]:
             if prefiltered is not None:
-                prefilter, indexes = prefiltered
-                if rule.type not in possible:
-                    (text,) = texts.of(rule)
-                    possible[rule.type] = prefilter.candidates(text, len(indexes))
-                if indexes[id(rule)] not in possible[rule.type]:
+                candidates = possible.get(group)
+                if candidates is None:
+                    candidates = possible[group] = texts.candidates(group, *prefiltered)
+                if index not in candidates:
                     continue        # the prefilter saw no match of this rule anywhere in the text
             matched = False
-            for text in texts.of(rule):
+            for text in texts.of_group(group):
                 found = rule.search(text, timeout)
                 if found is None:
                     result.notes.append(f"rule {rule.name} timed out after {timeout:g}s; not scored")
@@ -74,15 +109,33 @@ class MessageTexts:
         self.scratch = scratch
         self._raw: str | None = None
         self._urls: list[str] | None = None
+        self._headers: dict[str, list[str]] = {}
 
     def of(self, rule) -> list[str]:
-        if rule.type == "header":
-            return self.model.header_values(rule.header)
-        if rule.type == "body":
+        return self.of_group(text_group(rule))
+
+    def of_group(self, group) -> list[str]:
+        if group == "body":
             return [self.model.body_text]
-        if rule.type == "raw":
+        if group == "raw":
             return [self.raw()]
-        return self.urls()
+        if group == "url":
+            return self.urls()
+        name = group[1]
+        values = self._headers.get(name)
+        if values is None:
+            values = self._headers[name] = self.model.header_values(name)
+        return values
+
+    def candidates(self, group, prefilter: Prefilter, count: int) -> set[int]:
+        """Indexes of the group's rules that may match one of its texts (the prefilter's answer)."""
+        texts = self.of_group(group)
+        if group == "body" or group == "raw":
+            return prefilter.candidates(texts[0], count)
+        if not texts:
+            return set()            # nothing to search: no rule of the group can match
+        # joined by newlines (no anchors in this prefilter): a match in one text is a match here
+        return prefilter.candidates(texts[0] if len(texts) == 1 else "\n".join(texts), count)
 
     def raw(self) -> str:
         if self._raw is None:
