@@ -233,3 +233,127 @@ def test_candidates_agree_with_ends():
         expected = set(range(len(patterns))) if ends is None else \
             {index for index in range(len(patterns)) if ends.get(index, True)}
         assert checker.candidates(text, len(patterns)) == expected
+
+
+# --- the built-in antivirus: no YARA call for a part longer than every rule's filesize bound --------
+
+from imss_milter.engines.antivirus.signatures import (  # noqa: E402
+    SignatureSet, load_signatures, yara_rule_bounds)
+
+SEED_DIR = str(__import__("pathlib").Path(prefilter.__file__).parent.parent / "patterns" / "antivirus")
+
+BOUNDED = r'''
+import "math"
+/* a comment with } and or and { */
+private rule Small : tag1 tag2 { condition: filesize <= 2KB and uint16(0) == 0x5a4d }
+global rule Tiny
+{
+    meta:
+        condition = "or } {"      // a meta key named condition
+        n = 3
+    strings:
+        $a = "or } \" {" nocase
+        $b = { 4D 5A [2-4] ( 90 | 91 ) ?? }
+        $c = /ab[}{]c\/d/is
+    condition:
+        ($a or $b) and filesize < 0x100 and for any i in (1..#c) : ( @c[i] < 10 or true ) and not $c
+}
+rule Plain { strings: $x = "imss" condition: $x at 0 and filesize <= 100 }
+'''
+
+
+@pytest.mark.parametrize("source, expected", [
+    (BOUNDED, [("Small", 2048), ("Tiny", 255), ("Plain", 100)]),
+    ('rule A { condition: filesize <= 10 or true }', [("A", None)]),
+    ('rule A { condition: true or filesize <= 10 }', [("A", None)]),
+    ('rule A { condition: not filesize <= 10 and true }', [("A", None)]),
+    ('rule A { condition: (filesize <= 10) and true }', [("A", None)]),
+    ('rule A { condition: filesize <= 10 + 5 and true }', [("A", None)]),
+    ('rule A { condition: filesize <= 10 == true }', [("A", None)]),
+    ('rule A { condition: (true or false) and filesize < 5MB }', [("A", 5 * 1024 * 1024 - 1)]),
+    ('rule A { condition: filesize >= 10 }', [("A", None)]),
+    ('rule A { condition: 10 >= filesize }', [("A", None)]),
+    ('rule A { strings: $a = { 4D // } \n 5A } condition: $a and filesize < 9 }', None),
+    ('include "other.yar"\nrule A { condition: filesize < 9 }', None),
+    ('rule A { condition: filesize < 9 }\nrule B { condition: true }', [("A", 8), ("B", None)]),
+])
+def test_yara_rule_bounds(source, expected):
+    assert yara_rule_bounds(source) == expected
+
+
+def test_the_seed_rules_are_bounded_and_a_set_with_an_unbounded_rule_is_not(tmp_path):
+    assert load_signatures(SEED_DIR).yara_max_size == 128
+    (tmp_path / "a.yar").write_text('rule A { condition: filesize <= 10 and true }')
+    (tmp_path / "b.yar").write_text('rule B { strings: $x = "b" condition: $x }')
+    assert load_signatures(str(tmp_path)).yara_max_size is None
+    (tmp_path / "b.yar").write_text('rule B { strings: $x = "b" condition: $x and filesize <= 30 }')
+    assert load_signatures(str(tmp_path)).yara_max_size == 30
+    # what the files say must be what compiled: a rule the reader missed means no bound
+    (tmp_path / "b.yar").write_text('rule B { condition: filesize <= 30 } rule C { condition: true }')
+    assert load_signatures(str(tmp_path)).yara_max_size is None
+    # what the reader does not follow (a comment in a hex string) gives no bound either
+    (tmp_path / "b.yar").write_text('rule B { strings: $a = { 4D // c\n 5A } condition: $a and filesize <= 30 }')
+    assert load_signatures(str(tmp_path)).yara_rules is not None
+    assert load_signatures(str(tmp_path)).yara_max_size is None
+    # a private rule needs no bound of its own: it is never a match
+    (tmp_path / "b.yar").write_text('private rule P { condition: true } rule B { condition: P and filesize <= 30 }')
+    assert load_signatures(str(tmp_path)).yara_max_size == 30
+
+
+YARA_FUZZ = r'''
+rule Head { strings: $h = "MZ" condition: $h at 0 and filesize <= 64 }
+rule Any_A { strings: $a = "aaaa" condition: filesize < 40 and $a }
+private rule Helper { condition: uint8(0) == 0x41 }
+rule Uses_Helper { condition: Helper and filesize <= 100 and filesize >= 2 }
+rule Wide { strings: $w = "zz" wide condition: all of them and filesize <= 0x50 }
+'''
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_skipping_yara_past_the_bound_gives_the_same_detections(tmp_path, seed):
+    (tmp_path / "fuzz.yar").write_text(YARA_FUZZ)
+    (tmp_path / "x.hdb").write_text("0cc175b9c0f1b6a831c399e269772661:1:Test.Hash-1\n"
+                                     "e1faffb3e614e6c2fba74296962386b7:3:Test.Hash-2\n")
+    fast = load_signatures(str(tmp_path))
+    assert fast.yara_max_size == 100
+    general = SignatureSet(fast.directory, fast.hashes, fast.yara_rules, fast.files, None)
+    rng = random.Random(seed)
+    pieces = [b"MZ", b"aaaa", b"A", b"z\x00z\x00", b"a", b"AAA", b"\x00", b"x" * 30, b"\xff", b"zz"]
+    payloads = [b"", b"a", b"AAA", b"MZ" + b"\0" * 62, b"MZ" + b"\0" * 63, b"A" * 100, b"A" * 101]
+    payloads += [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))) for _ in range(1500)]
+    seen = set()
+    for payload in payloads:
+        got = [(d.name, d.category, d.kind) for d in fast.scan(payload)]
+        assert got == [(d.name, d.category, d.kind) for d in general.scan(payload)], payload
+        seen.update(name for name, _, _ in got)
+    assert seen >= {"Head", "Any_A", "Uses_Helper", "Wide", "Test.Hash-1", "Test.Hash-2"}
+    batch = payloads[:300]
+    assert [[d.name for d in found] for found in fast.scan_many(batch)] == \
+        [[d.name for d in general.scan(payload)] for payload in batch]
+
+
+def test_the_antivirus_engine_answers_alike_with_and_without_the_bound():
+    from imss_milter.engines.antivirus.builtin import BuiltinEngine
+    from imss_milter.mime import parse_message
+    from imss_milter.mime.model import Limits
+    eicar = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
+    fast_set = load_signatures(SEED_DIR)
+    options = type("Options", (), {"timeout": 10})()
+    fast = BuiltinEngine(options, fast_set)
+    general = BuiltinEngine(options, SignatureSet(fast_set.directory, fast_set.hashes, fast_set.yara_rules,
+                                                  fast_set.files, None))
+    import base64
+    import io
+    import zipfile
+    for body in (eicar, eicar + b"  \n", eicar + b" " * 200, b"x" + eicar, b"hello"):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("a.com", body)
+            archive.writestr("b/c.txt", body * 2)
+        raw = (b"From: a@b.test\r\nTo: c@d.test\r\nSubject: t\r\nMIME-Version: 1.0\r\n"
+               b"Content-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\n"
+               + body + b"\r\n--XX\r\nContent-Type: application/zip; name=z.zip\r\n"
+               b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(buffer.getvalue())
+               + b"--XX\r\nContent-Type: application/octet-stream\r\n\r\n" + body + b"\r\n--XX--\r\n")
+        model = parse_message(raw, Limits())
+        assert fast.scan(model) == general.scan(model)

@@ -59,9 +59,11 @@ class HashSignatures:
 
     def lookup(self, payload: bytes) -> list[str]:
         """Names of the signatures whose size and digest match payload."""
-        wanted = [self.by_size[size] for size in (len(payload), ANY_SIZE) if size in self.by_size]
-        if not wanted:
+        by_size = self.by_size
+        sized, any_size = by_size.get(len(payload)), by_size.get(ANY_SIZE)
+        if sized is None and any_size is None:
             return []
+        wanted = [table for table in (sized, any_size) if table is not None]
         digests: dict[str, str] = {}
         names = []
         for table in wanted:
@@ -174,6 +176,178 @@ def _rule_location(paths: list[str], identifier: str, value: str) -> tuple[str |
     return found[0][1], found[0][2]
 
 
+# --- the largest payload the YARA rules can match, read from their sources ----------------------
+
+# A YARA rule whose condition is, at its top level, `filesize <= N and ...` (or `... and filesize < N`)
+# cannot match a longer payload: the conjunction is false whatever the rest says. When every rule of
+# the set has such a conjunct, a part longer than the largest N needs no YARA call at all (a call
+# releases and retakes the GIL, a hand-off whenever other connection threads wait for it). Anything
+# this reader is not sure of gives no bound, and then every part is matched as before.
+
+_YARA_TOKEN = re.compile(r"""
+    (?P<space>\s+)
+  | (?P<line_comment>//[^\n]*)
+  | (?P<block_comment>/\*.*?\*/)
+  | (?P<string>"(?:[^"\\\n]|\\.)*")
+  | (?P<regex>/(?:[^/\\\n]|\\.)+/[a-zA-Z]*)
+  | (?P<number>0x[0-9a-fA-F]+|0o[0-7]+|\d+(?:KB|MB)?)
+  | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<operator><=|>=|==|!=|<<|>>|\.\.|[-+*\\%&|^~<>=:,.()\[\]{}])
+  | (?P<variable>[$#@!][A-Za-z0-9_]*\*?)
+""", re.S | re.X)
+_SIZE_UNITS = {"KB": 1024, "MB": 1024 * 1024}
+
+
+def _yara_tokens(text: str) -> list[tuple[str, str]] | None:
+    """(kind, text) of the significant tokens of a YARA file; None for anything unexpected. A hex
+    string (`= { ... }` in a strings section) is one token."""
+    tokens: list[tuple[str, str]] = []
+    position = 0
+    while position < len(text):
+        if tokens and tokens[-1] == ("operator", "=") and text[position] == "{" and _in_strings(tokens):
+            end = text.find("}", position)
+            body = text[position + 1:end]
+            if end < 0 or "/" in body or '"' in body:
+                return None           # a comment or string inside a hex string: not read here
+            tokens.append(("hex", text[position:end + 1]))
+            position = end + 1
+            continue
+        match = _YARA_TOKEN.match(text, position)
+        if match is None:
+            return None
+        kind = match.lastgroup
+        if kind not in ("space", "line_comment", "block_comment"):
+            tokens.append((kind, match.group()))
+        position = match.end()
+    return tokens
+
+
+def _in_strings(tokens) -> bool:
+    """Whether the tokens so far end inside a rule's strings: section."""
+    for index in range(len(tokens) - 1, 0, -1):
+        if tokens[index] == ("operator", ":") and tokens[index - 1][0] == "word":
+            section = tokens[index - 1][1]
+            if section in ("strings", "condition", "meta"):
+                return section == "strings"
+    return False
+
+
+def _yara_number(text: str) -> int | None:
+    for unit, factor in _SIZE_UNITS.items():
+        if text.endswith(unit):
+            return int(text[:-len(unit)]) * factor
+    if text.startswith("0x"):
+        return int(text, 16)
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    return int(text) if text.isdigit() else None
+
+
+def _condition_size_bound(condition: list[tuple[str, str]]) -> int | None:
+    """N when the condition is a conjunction (`and` at its top level, no top-level `or`) one of
+    whose terms is exactly `filesize <= N` or `filesize < N`; None otherwise."""
+    terms, term, depth = [], [], 0
+    for kind, text in condition:
+        if text in ("(", "["):
+            depth += 1
+        elif text in (")", "]"):
+            depth -= 1
+            if depth < 0:
+                return None
+        if depth == 0 and kind == "word" and text == "or":
+            return None
+        if depth == 0 and kind == "word" and text == "and":
+            terms.append(term)
+            term = []
+        else:
+            term.append((kind, text))
+    terms.append(term)
+    if depth != 0:
+        return None
+    bounds = []
+    for term in terms:
+        if len(term) == 3 and term[0] == ("word", "filesize") and term[1][1] in ("<=", "<") \
+                and term[2][0] == "number":
+            number = _yara_number(term[2][1])
+            if number is not None:
+                bounds.append(number if term[1][1] == "<=" else number - 1)
+    return min(bounds) if bounds else None
+
+
+def yara_rule_bounds(text: str) -> list[tuple[str, int | None]] | None:
+    """(identifier, size bound or None) of each rule of one YARA file, in order; None when the
+    file holds something this reader does not follow."""
+    tokens = _yara_tokens(text)
+    if tokens is None:
+        return None
+    rules = []
+    index = 0
+    while index < len(tokens):
+        kind, word = tokens[index]
+        if kind == "word" and word in ("private", "global"):
+            index += 1
+            continue
+        if kind == "word" and word == "import" and index + 1 < len(tokens) and tokens[index + 1][0] == "string":
+            index += 2
+            continue
+        if not (kind == "word" and word == "rule" and index + 1 < len(tokens) and tokens[index + 1][0] == "word"):
+            return None
+        identifier = tokens[index + 1][1]
+        index += 2
+        if index < len(tokens) and tokens[index] == ("operator", ":"):      # tags
+            index += 1
+            while index < len(tokens) and tokens[index][0] == "word":
+                index += 1
+        if index >= len(tokens) or tokens[index] != ("operator", "{"):
+            return None
+        # the condition: after `condition :`, up to the rule's closing brace (a condition holds none)
+        start = None
+        for position in range(index + 1, len(tokens) - 1):
+            if tokens[position] == ("word", "condition") and tokens[position + 1] == ("operator", ":"):
+                start = position + 2
+                break
+            if tokens[position] == ("operator", "}"):
+                return None
+        if start is None:
+            return None
+        end = start
+        while end < len(tokens) and tokens[end] != ("operator", "}"):
+            if tokens[end] == ("operator", "{"):
+                return None
+            end += 1
+        if end >= len(tokens):
+            return None
+        rules.append((identifier, _condition_size_bound(tokens[start:end])))
+        index = end + 1
+    return rules
+
+
+def yara_size_bound(paths: list[str], rules) -> int | None:
+    """The longest payload a rule of the compiled `rules` (from these files, in this order) can
+    match; None when some rule that is not private has a condition that does not bound it (or
+    the sources are not understood).
+    The rules the files are read to hold must be exactly the compiled ones, in order."""
+    if rules is None:
+        return None
+    found = []
+    for path in paths:
+        try:
+            read = yara_rule_bounds(read_text(path, "signature file"))
+        except (ConfigError, RecursionError, ValueError):
+            return None
+        if read is None:
+            return None
+        found += read
+    compiled = list(rules)
+    if [identifier for identifier, _ in found] != [rule.identifier for rule in compiled]:
+        return None
+    # a private rule is never a match of its own (other rules may use it): only the others need a bound
+    reported = [bound for (_, bound), rule in zip(found, compiled) if not getattr(rule, "is_private", False)]
+    if not reported or any(bound is None or bound < 0 for bound in reported):
+        return None
+    return max(reported)
+
+
 @dataclass
 class SignatureSet:
     """Everything the built-in backend matches, loaded from one pattern directory."""
@@ -182,18 +356,41 @@ class SignatureSet:
     hashes: HashSignatures
     yara_rules: object = None
     files: tuple = ()
+    # no YARA rule can match a longer payload (yara_size_bound); None: no such bound
+    yara_max_size: int | None = None
 
     @property
     def empty(self) -> bool:
         return self.hashes.count == 0 and self.yara_rules is None
 
+    def needs_yara(self, payload: bytes) -> bool:
+        """Whether a YARA rule may match payload: some rule is loaded, and payload is not longer
+        than every rule's own filesize bound allows (yara_size_bound)."""
+        return (self.yara_rules is not None and bool(payload)
+                and (self.yara_max_size is None or len(payload) <= self.yara_max_size))
+
     def scan(self, payload: bytes, timeout: float | None = None) -> list[Detection]:
         """Every signature that matches payload (hash signatures first: they cost nothing for most sizes)."""
-        found = [Detection(name, category_from_name(name), "hash") for name in self.hashes.lookup(payload)]
-        if self.yara_rules is not None and payload:
-            seconds = max(1, int(timeout)) if timeout else 60
+        if self.needs_yara(payload):
             with YARA_THREADS:
-                matches = self.yara_rules.match(data=payload, timeout=seconds, fast=True)
+                return self._scan(payload, timeout, True)
+        return self._scan(payload, timeout, False)
+
+    def scan_many(self, payloads: list[bytes], timeout: float | None = None) -> list[list[Detection]]:
+        """scan() of each payload; a message's parts take the YARA slot once, not once each."""
+        if any(self.needs_yara(payload) for payload in payloads):
+            with YARA_THREADS:
+                return [self._scan(payload, timeout, self.needs_yara(payload)) for payload in payloads]
+        return [self._scan(payload, timeout, False) for payload in payloads]
+
+    def _scan(self, payload: bytes, timeout: float | None, yara_too: bool) -> list[Detection]:
+        names = self.hashes.lookup(payload) if self.hashes.by_size else ()
+        if not names and not yara_too:
+            return []
+        found = [Detection(name, category_from_name(name), "hash") for name in names]
+        if yara_too:
+            seconds = max(1, int(timeout)) if timeout else 60
+            matches = self.yara_rules.match(data=payload, timeout=seconds, fast=True)
             for match in matches:
                 meta = match.meta
                 name = str(meta.get("name") or match.rule)
@@ -226,7 +423,8 @@ def load_signatures(directory: str) -> SignatureSet:
             load_hash_file(path, hashes)
         else:
             yara_paths.append(path)
-    return SignatureSet(directory, hashes, compile_yara(yara_paths), tuple(files))
+    yara_rules = compile_yara(yara_paths)
+    return SignatureSet(directory, hashes, yara_rules, tuple(files), yara_size_bound(yara_paths, yara_rules))
 
 
 # (directory, files' (path, mtime_ns, size)) -> SignatureSet: engines are rebuilt with every rule
