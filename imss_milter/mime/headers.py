@@ -253,7 +253,9 @@ class ParsedHeader:
         return values[0] if values else None
 
 
-_PARAM_NAME = re.compile(r"\s*([^\s=;\"]+)\s*=\s*")
+# The gap before a parameter (blanks and stray semicolons) and, when one follows, its name and
+# "=": the optional group is tried only where the gap ends, so the name is read there or nowhere.
+_PARAM_START = re.compile(r"[ \t;]*(?:\s*([^\s=;\"]+)\s*=\s*)?")
 _NEXT_PARAM = re.compile(r";\s*[A-Za-z0-9*_.-]+\s*=")
 
 
@@ -266,53 +268,59 @@ def parse_structured(raw: bytes | str) -> ParsedHeader:
     """
     text = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
     text = text.replace("\r", " ").replace("\n", " ")
-    semi = text.find(";")
-    head = text if semi < 0 else text[:semi]
-    result = ParsedHeader(value=head.strip().strip("\"'").strip().lower())
-    if semi < 0:
+    head, semi, _rest = text.partition(";")
+    result = ParsedHeader(head.strip().strip("\"'").strip().lower(), [], [])
+    if not semi:
         return result
-    pos = semi + 1
+    params = result.params
+    pos = len(head) + 1
     end = len(text)
     while pos < end:
-        while pos < end and text[pos] in " \t;":
-            pos += 1
-        if pos >= end:
-            break
-        match = _PARAM_NAME.match(text, pos)
-        if not match:
+        match = _PARAM_START.match(text, pos)
+        name = match.group(1)
+        pos = match.end()
+        if name is None:
+            if pos >= end:
+                break
             nxt = text.find(";", pos)
             result.broken.append("parameter without '='")
             if nxt < 0:
                 break
             pos = nxt + 1
             continue
-        name = match.group(1).lower()
-        pos = match.end()
+        name = name.lower()
         if pos < end and text[pos] == '"':
+            close = text.find('"', pos + 1)
+            if close >= 0 and text.find("\\", pos + 1, close) < 0:
+                # Closed and without escapes, the common case (what _quoted gives, one reading).
+                params.append((name, text[pos + 1:close]))
+                nxt = text.find(";", close + 1)
+                pos = end if nxt < 0 else nxt + 1
+                continue
             value, i, closed = _quoted(text, pos + 1)
             if closed:
-                result.params.append((name, value))
+                params.append((name, value))
                 raw_value = text[pos + 1:i]
                 if raw_value != value:
                     # Windows paths: clients keep the backslashes RFC 822 would unescape.
-                    result.params.append((name, raw_value))
+                    params.append((name, raw_value))
                 pos = i + 1
                 # Junk after the closing quote up to the next ';' is ignored.
                 nxt = text.find(";", pos)
                 pos = end if nxt < 0 else nxt + 1
             else:
                 result.broken.append(f"missing closing quote in {name}")
-                result.params.append((name, value.strip()))
+                params.append((name, value.strip()))
                 short = _NEXT_PARAM.search(value)
                 if short:
-                    result.params.append((name, value[:short.start()].strip()))
+                    params.append((name, value[:short.start()].strip()))
                     pos = pos + 1 + short.start() + 1
                 else:
                     pos = end
         else:
             nxt = text.find(";", pos)
             value = text[pos:] if nxt < 0 else text[pos:nxt]
-            result.params.append((name, value.strip()))
+            params.append((name, value.strip()))
             pos = end if nxt < 0 else nxt + 1
     return result
 
