@@ -12,10 +12,18 @@ import re
 
 def _any_case(*names: str) -> str:
     """Alternation matching the names in any case, written with character
-    classes: IGNORECASE makes these patterns about four times slower."""
+    classes: IGNORECASE makes these patterns about four times slower.
+
+    Longest names first, and grouped by first letter ("(?:[pP](?:[rR][eE]|)|[dD](?:...)..."):
+    the same alternatives tried in the same order wherever a match can start, but a tag
+    name fails one class test per first letter instead of one per name."""
     def one(name):
         return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in name)
-    return "(?:" + "|".join(one(n) for n in sorted(names, key=len, reverse=True)) + ")"
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names, key=len, reverse=True):
+        groups.setdefault(name[0].lower(), []).append(name)
+    return "(?:" + "|".join(one(group[0][0]) + "(?:" + "|".join(one(n[1:]) for n in group) + ")"
+                            for group in groups.values()) + ")"
 
 
 _DROP_BLOCKS = re.compile(
