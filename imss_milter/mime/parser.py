@@ -27,8 +27,8 @@ from .transfer import MAX_UU_FILES, decode_transfer, find_uuencoded, normalise_c
 from .truetype import document_facts, looks_like_email, true_type_of
 
 _TEXT_BODY_TYPES = ("text/plain", "text/html")
-_ENCRYPTED_TYPES = ("multipart/encrypted", "application/pgp-encrypted", "application/x-pkcs7-mime",
-                    "application/pkcs7-mime")
+_ENCRYPTED_TYPES = frozenset({"multipart/encrypted", "application/pgp-encrypted", "application/x-pkcs7-mime",
+                              "application/pkcs7-mime"})
 _PGP_ARMOR = b"-----BEGIN PGP MESSAGE-----"
 _BOUNDARY_GUESS = re.compile(rb"^--([^\s-][^\r\n]{0,200}?|-[^\r\n]{1,200}?)[ \t]*\r?$", re.M)
 
@@ -178,21 +178,24 @@ def _distinct(values):
     return seen
 
 
-def _mime_fields(block: HeaderBlock) -> tuple[list[bytes], list[bytes], list[bytes]]:
-    """The Content-Type, Content-Disposition and Content-Transfer-Encoding
-    values of a block (any case, in order), in one pass over its fields."""
-    types: list[bytes] = []
-    dispositions: list[bytes] = []
-    encodings: list[bytes] = []
+def _mime_headers(block: HeaderBlock) -> tuple[list[ParsedHeader], list[ParsedHeader], list[str]]:
+    """A block's Content-Type and Content-Disposition headers parsed, and its
+    distinct normalised Content-Transfer-Encodings ([] when none), each in
+    order: one pass over the fields, each name lowered once."""
+    content_types: list[ParsedHeader] = []
+    dispositions: list[ParsedHeader] = []
+    ctes: list[str] = []
     for name, value in block.fields:
         name = name.lower()
         if name == "content-type":
-            types.append(value)
+            content_types.append(parse_structured(value))
         elif name == "content-disposition":
-            dispositions.append(value)
+            dispositions.append(parse_structured(value))
         elif name == "content-transfer-encoding":
-            encodings.append(value)
-    return types, dispositions, encodings
+            cte = normalise_cte(value)
+            if cte not in ctes:
+                ctes.append(cte)
+    return content_types, dispositions, ctes
 
 
 def _entity(data: bytes, block: HeaderBlock, ctx: _Context, depth: int, prefix: list[str],
@@ -202,24 +205,21 @@ def _entity(data: bytes, block: HeaderBlock, ctx: _Context, depth: int, prefix: 
         ctx.mime_limit(f"MIME nesting deeper than {ctx.limits.max_mime_depth} (max_mime_depth); "
                        "inner parts not scanned")
         return
-    type_values, disposition_values, cte_values = _mime_fields(block)
-    content_types = [parse_structured(v) for v in type_values]
-    dispositions = [parse_structured(v) for v in disposition_values]
-    ctes = _distinct([normalise_cte(v) for v in cte_values])   # distinct, in order; [] when none
+    content_types, dispositions, ctes = _mime_headers(block)
     for label, headers in (("Content-Type", content_types), ("Content-Disposition", dispositions)):
         if len(headers) > 1:
             ctx.malformed(f"duplicate {label} headers")
         for header in headers:
             if header.broken:
                 ctx.malformed(f"{label}: " + "; ".join(header.broken))
-    declared = _distinct(h.value for h in content_types if "/" in h.value)
+    declared = _distinct([h.value for h in content_types if "/" in h.value])
     if content_types and not declared:
         ctx.malformed("Content-Type without a type/subtype")
     if not declared:
         declared = [default_type]
     body = data[block.body_start:]
     if any(t.startswith("multipart/") for t in declared):
-        if any(t in _ENCRYPTED_TYPES for t in declared):
+        if not _ENCRYPTED_TYPES.isdisjoint(declared):
             ctx.flag(FLAG_ENCRYPTED, "encrypted message part (" + declared[0] + ")")
         if _encoded_multipart(body, ctes, content_types, declared, ctx, depth, prefix, origin):
             return
@@ -421,7 +421,7 @@ def _leaf(body: bytes, ctes: list[str], ctx: _Context, depth: int, prefix: list[
 
 
 def _leaf_reading(part: Part, ctx: _Context, text_body: bool):
-    if any(t in _ENCRYPTED_TYPES for t in part.declared_types):
+    if not _ENCRYPTED_TYPES.isdisjoint(part.declared_types):
         ctx.flag(FLAG_ENCRYPTED, f"encrypted content ({part.declared_type})")
     if ctx.already_found(part):
         return
