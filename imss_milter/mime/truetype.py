@@ -519,19 +519,23 @@ def _extension(name_hint: str) -> str:
 # The first bytes each of _own_check's checks can recognise (_check_media also
 # looks for an "ftyp" box at offset 4, whatever the first byte): a check
 # that cannot match is not called, which spares most payloads all of them.
-_EXECUTABLE_OR_ZIP_CHECKS = {ord("M"): _check_pe, ord("P"): _check_zip}
-_EXECUTABLE_OR_ZIP_CHECKS.update((magic[0], _check_macho) for magic in _MACHO_MAGICS + _FAT_MAGICS)
+_MACHO_FIRST_BYTES = frozenset(magic[0] for magic in _MACHO_MAGICS + _FAT_MAGICS)
 _MEDIA_FIRST_BYTES = frozenset(b"RFOB\xff")
 
 
 def _own_check(payload: bytes, extension: str) -> tuple[str, str] | None:
     """Our own checks in order: PE, Mach-O, zip, media, OLE2, signatures, PDF."""
     first = payload[0] if payload else -1
-    check = _EXECUTABLE_OR_ZIP_CHECKS.get(first)
-    if check is not None:
-        found = check(payload)
-        if found:
-            return found
+    if first == 0x4D:       # "M"
+        found = _check_pe(payload)
+    elif first == 0x50:     # "P"
+        found = _check_zip(payload)
+    elif first in _MACHO_FIRST_BYTES:
+        found = _check_macho(payload)
+    else:
+        found = None
+    if found:
+        return found
     if first in _MEDIA_FIRST_BYTES or payload[4:8] == b"ftyp":
         found = _check_media(payload)
         if found:
