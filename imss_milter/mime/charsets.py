@@ -91,7 +91,7 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     ASCII charsets try strict UTF-8 first, then Windows-1252/Latin-1, which
     is what clients show for such mail.
     """
-    codec = normalise_charset(charset)
+    codec = normalise_charset(charset) if charset else None     # no charset: nothing to look up
     if codec and codec != "ascii":
         try:
             return data.decode(codec)

@@ -30,6 +30,7 @@ _TEXT_BODY_TYPES = ("text/plain", "text/html")
 _ENCRYPTED_TYPES = frozenset({"multipart/encrypted", "application/pgp-encrypted", "application/x-pkcs7-mime",
                               "application/pkcs7-mime"})
 _PGP_ARMOR = b"-----BEGIN PGP MESSAGE-----"
+_BOUNDARY_ODD_CHAR = re.compile(rb"[^0-9A-Za-z'()+_,./:=? -]")     # outside RFC 2046's bchars
 _BOUNDARY_GUESS = re.compile(rb"^--([^\s-][^\r\n]{0,200}?|-[^\r\n]{1,200}?)[ \t]*\r?$", re.M)
 
 
@@ -273,17 +274,19 @@ def _delimiter_lines(body: bytes, boundary: bytes, limit: int) -> list[tuple[int
     multi-line regex on big bodies.
     """
     marker = b"--" + boundary
+    marker_len = len(marker)
+    body_len = len(body)
     found = []
     pos = 0
     while len(found) <= limit:
         start = body.find(marker, pos)
         if start < 0:
             break
-        pos = start + len(marker)
+        pos = start + marker_len
         if start and body[start - 1] != 0x0A:
             continue        # not at the start of a line
         newline = body.find(b"\n", pos)
-        line_end = len(body) if newline < 0 else newline
+        line_end = body_len if newline < 0 else newline
         rest = body[pos:line_end]
         closing = rest.startswith(b"--")
         clean = not (rest[2:] if closing else rest).strip(b" \t\r")
@@ -322,7 +325,7 @@ def _multipart(body: bytes, content_types, declared, ctx: _Context, depth: int, 
         ctx.malformed("multipart without a boundary parameter")
     readings: list[list[bytes]] = []
     for boundary in boundaries:
-        if re.search(rb"[^0-9A-Za-z'()+_,./:=? -]", boundary) or len(boundary) > 70:
+        if _BOUNDARY_ODD_CHAR.search(boundary) or len(boundary) > 70:
             ctx.malformed("boundary with characters RFC 2046 does not allow")
         loose = _delimiter_lines(body, boundary, ctx.limits.max_parts)
         if len(loose) > ctx.limits.max_parts:

@@ -512,6 +512,8 @@ def category_of_mime(mime: str) -> str:
 
 
 def _extension(name_hint: str) -> str:
+    if not name_hint:
+        return ""       # body text parts have no name
     name = name_hint.strip().rstrip(". ").lower()
     return name.rsplit(".", 1)[1] if "." in name else ""
 
