@@ -219,7 +219,8 @@ def _entity(data: bytes, block: HeaderBlock, ctx: _Context, depth: int, prefix: 
     if not declared:
         declared = [default_type]
     body = data[block.body_start:]
-    if any(t.startswith("multipart/") for t in declared):
+    # (declared nearly always holds one type: no generator for the rest unless there is one)
+    if declared[0].startswith("multipart/") or any(t.startswith("multipart/") for t in declared[1:]):
         if not _ENCRYPTED_TYPES.isdisjoint(declared):
             ctx.flag(FLAG_ENCRYPTED, "encrypted message part (" + declared[0] + ")")
         if _encoded_multipart(body, ctes, content_types, declared, ctx, depth, prefix, origin):
