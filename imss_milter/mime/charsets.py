@@ -55,9 +55,9 @@ def normalise_charset(charset: str | None) -> str | None:
     try:
         info = codecs.lookup(name)
     except LookupError:
-        if _python_ships_codec(name):
+        if _python_ships_codec(name) and not _codec_loads(name):
             raise       # the codec is installed but cannot load: an environment failure
-        return None
+        return None     # junk that only resembles a real name (utéf-8): an unknown charset
     except ValueError:
         return None
     # Charsets such as "base64" or "rot13" name codecs that do not turn bytes
@@ -67,12 +67,28 @@ def normalise_charset(charset: str | None) -> str | None:
     return info.name
 
 
+def _codec_module(name: str) -> str:
+    """The encodings module Python's own name normalisation maps a charset name to (it drops
+    characters that are not ASCII letters or digits: utéf-8 becomes utf_8)."""
+    module = encodings.normalize_encoding(name).lower()
+    return encodings.aliases.aliases.get(module, module)
+
+
+def _codec_loads(name: str) -> bool:
+    """Whether the codec module a name normalises to loads: when it does, a failed lookup of the
+    name itself was the mail's doing, not a broken install."""
+    try:
+        codecs.lookup(_codec_module(name))
+        return True
+    except (LookupError, ValueError):
+        return False
+
+
 def _python_ships_codec(name: str) -> bool:
     """True when Python's encodings package has a module for this charset, so
     a failed lookup means it could not be imported (files unreadable after a
     privilege drop, a broken install), not that the mail named junk."""
-    module = encodings.normalize_encoding(name).lower()
-    module = encodings.aliases.aliases.get(module, module)
+    module = _codec_module(name)
     # Only real codec modules: "aliases" or "__init__" are modules of the
     # package too, and a mail naming them must not look like a broken install.
     if module in _WINDOWS_ONLY or module not in _CODEC_MODULES:

@@ -131,6 +131,24 @@ def test_odd_charsets_named_by_the_mail_are_not_errors():
         assert "caf" in model.body_text
 
 
+def test_charset_names_that_only_resemble_a_real_one_are_unknown_not_errors():
+    # Python's own name normalisation drops what is not an ASCII letter or digit, so "utéf-8"
+    # looked like a shipped codec (utf_8) that failed to load: the message was tempfailed on
+    # every retry. Such names are the sender's junk, in a body charset and in RFC 2231 names.
+    for charset in ("ut\u00e9f-8", "k\u00f6i8-r", "l\u00e4tin-1", "\u00fctf-8", "utf\u00a08", "koi8\u2011r"):
+        charsets.normalise_charset.cache_clear()
+        declared = charset.encode("utf-8")
+        model = parse_message(HEAD + b"Content-Type: text/plain; charset=" + declared + b"\r\n\r\ncaf\xe9\r\n")
+        assert not model.errors, (charset, model.errors)
+        assert "caf" in model.body_text
+        model = parse_message(
+            HEAD + b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+            b"Content-Type: application/octet-stream\r\n"
+            b"Content-Disposition: attachment; filename*=" + declared + b"''x%2Eexe\r\n\r\nMZ\r\n--B--\r\n")
+        assert not model.errors, (charset, model.errors)
+        assert "x.exe" in [name for part in model.parts for name in part.names], charset
+
+
 def test_non_bytes_input_is_an_error_not_a_crash():
     model = parse_message(12.5)
     assert model.errors and "TypeError" in model.errors[0]
