@@ -249,9 +249,12 @@ class AttachmentName(Condition):
         self._regex = compile_globs(globs)
 
     def check(self, ctx):
+        match = self._regex.match
         for part in ctx.file_parts:
             for candidate in part.names:
-                if self._regex.match(basename(candidate)) or self._regex.match(candidate):
+                base = basename(candidate)
+                # a name that is its own basename (no directory, no trailing dots) is matched once
+                if match(base) or (base != candidate and match(candidate)):
                     return self.evidence(f"file name {candidate!r}", path=list(part.path))
         return None
 

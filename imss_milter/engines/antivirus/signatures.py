@@ -377,11 +377,30 @@ class SignatureSet:
         return self._scan(payload, timeout, False)
 
     def scan_many(self, payloads: list[bytes], timeout: float | None = None) -> list[list[Detection]]:
-        """scan() of each payload; a message's parts take the YARA slot once, not once each."""
-        if any(self.needs_yara(payload) for payload in payloads):
+        """scan() of each payload; a message's parts take the YARA slot once, not once each, and a
+        part that no hash signature's size and no YARA rule can match costs a dict lookup."""
+        by_size = self.hashes.by_size
+        any_size = ANY_SIZE in by_size
+        has_yara = self.yara_rules is not None
+        limit = self.yara_max_size
+        results: list = []
+        work = []                 # (index, payload, whether YARA may match it): needs_yara inline
+        for payload in payloads:
+            size = len(payload)
+            yara_too = has_yara and size > 0 and (limit is None or size <= limit)
+            if yara_too or any_size or size in by_size:
+                work.append((len(results), payload, yara_too))
+            results.append([])
+        if not work:
+            return results
+        if any(yara_too for _, _, yara_too in work):
             with YARA_THREADS:
-                return [self._scan(payload, timeout, self.needs_yara(payload)) for payload in payloads]
-        return [self._scan(payload, timeout, False) for payload in payloads]
+                for index, payload, yara_too in work:
+                    results[index] = self._scan(payload, timeout, yara_too)
+        else:
+            for index, payload, _ in work:
+                results[index] = self._scan(payload, timeout, False)
+        return results
 
     def _scan(self, payload: bytes, timeout: float | None, yara_too: bool) -> list[Detection]:
         names = self.hashes.lookup(payload) if self.hashes.by_size else ()
