@@ -331,11 +331,12 @@ class Flag(Condition):
         """`encrypted: [archive, ...]`: an encrypted part whose own true type, or that of the archive or
         document holding it, is one of the categories. Judged per part, unlike `all:` over two
         conditions, which could pair an encrypted PDF with some other, plain zip."""
+        encrypted = [part for part in ctx.model.parts if part.encrypted]
+        if not encrypted:
+            return None             # most mail: no index of the parts by path is needed
         by_path = {tuple(part.path): part for part in ctx.model.parts}
         found = []
-        for part in ctx.model.parts:
-            if not part.encrypted:
-                continue
+        for part in encrypted:
             path = tuple(part.path)
             holders = [by_path.get(path[:depth]) for depth in range(1, len(path) + 1)]
             if any(holder is not None and holder.true_type in self.wanted for holder in holders):
