@@ -300,6 +300,22 @@ def test_the_seed_rules_are_bounded_and_a_set_with_an_unbounded_rule_is_not(tmp_
     assert load_signatures(str(tmp_path)).yara_max_size == 30
 
 
+def test_a_file_swapped_between_compiling_and_reading_gives_no_bound(tmp_path):
+    """The bound must come from the text that compiled: when a file's text differs from what was
+    read before compiling (an update swapped it meanwhile), no bound is trusted."""
+    from imss_milter.engines.antivirus.signatures import compile_yara, read_sources, yara_size_bound
+
+    path = tmp_path / "a.yar"
+    path.write_text('rule A { strings: $a = "evil" condition: $a and filesize <= 30 }')
+    paths = [str(path)]
+    before = read_sources(paths)
+    rules = compile_yara(paths)
+    assert yara_size_bound(paths, rules, before) == 30
+    path.write_text('rule A { strings: $a = "evil" condition: $a and filesize <= 3000 }')   # same rule names
+    assert yara_size_bound(paths, rules, before) is None
+    assert read_sources([str(tmp_path / "missing.yar")]) is None
+
+
 YARA_FUZZ = r'''
 rule Head { strings: $h = "MZ" condition: $h at 0 and filesize <= 64 }
 rule Any_A { strings: $a = "aaaa" condition: filesize < 40 and $a }

@@ -322,18 +322,32 @@ def yara_rule_bounds(text: str) -> list[tuple[str, int | None]] | None:
     return rules
 
 
-def yara_size_bound(paths: list[str], rules) -> int | None:
+def read_sources(paths: list[str]) -> list[str] | None:
+    """The text of each YARA file, or None when one cannot be read."""
+    try:
+        return [read_text(path, "signature file") for path in paths]
+    except ConfigError:
+        return None
+
+
+def yara_size_bound(paths: list[str], rules, sources_before: list[str] | None = None) -> int | None:
     """The longest payload a rule of the compiled `rules` (from these files, in this order) can
     match; None when some rule that is not private has a condition that does not bound it (or
     the sources are not understood).
-    The rules the files are read to hold must be exactly the compiled ones, in order."""
+    The rules the files are read to hold must be exactly the compiled ones, in order.
+    sources_before: the files' text read before they were compiled; when given, a file whose text
+    differs now (an update swapped it meanwhile) gives no bound, so the bound is always read from
+    the very text that was compiled."""
     if rules is None:
         return None
+    sources = read_sources(paths)
+    if sources is None or (sources_before is not None and sources != sources_before):
+        return None
     found = []
-    for path in paths:
+    for text in sources:
         try:
-            read = yara_rule_bounds(read_text(path, "signature file"))
-        except (ConfigError, RecursionError, ValueError):
+            read = yara_rule_bounds(text)
+        except (RecursionError, ValueError):
             return None
         if read is None:
             return None
@@ -442,8 +456,10 @@ def load_signatures(directory: str) -> SignatureSet:
             load_hash_file(path, hashes)
         else:
             yara_paths.append(path)
+    sources_before = read_sources(yara_paths)
     yara_rules = compile_yara(yara_paths)
-    return SignatureSet(directory, hashes, yara_rules, tuple(files), yara_size_bound(yara_paths, yara_rules))
+    bound = yara_size_bound(yara_paths, yara_rules, sources_before) if sources_before is not None else None
+    return SignatureSet(directory, hashes, yara_rules, tuple(files), bound)
 
 
 # (directory, files' (path, mtime_ns, size)) -> SignatureSet: engines are rebuilt with every rule
