@@ -66,25 +66,13 @@ class Prefilter:
         (an empty list: it cannot match); None when the text is not prefiltered (too many hits)."""
         if self.exact is None:
             return None
-        if text.isascii():
-            database, data = self.exact, text
-        else:
-            database, data = self.shadow, ascii_shadow(text)
-        idle = self._idle.setdefault(id(database), [])
-        try:
-            scratch = idle.pop()        # list.pop and append are atomic: no lock needed
-        except IndexError:
-            scratch = hyperscan.Scratch(database)
         hits: list[tuple[int, int]] = []
 
         def on_match(pattern_id, _start, end, _flags, _context):
             hits.append((pattern_id, end))
             return len(hits) > self.MAX_HITS        # True stops the scan
 
-        try:
-            database.scan(data.encode("ascii"), match_event_handler=on_match, scratch=scratch)
-        finally:
-            idle.append(scratch)
+        self._scan(text, on_match)
         if len(hits) > self.MAX_HITS:
             return None
         by_id: dict[int, list[int]] = {pattern_id: [] for pattern_id in self.accepted.values()}
@@ -109,15 +97,6 @@ class Prefilter:
         None when ends() would say None. The scan stops once every pattern was found."""
         if self.exact is None:
             return None
-        if text.isascii():
-            database, data = self.exact, text
-        else:
-            database, data = self.shadow, ascii_shadow(text)
-        idle = self._idle.setdefault(id(database), [])
-        try:
-            scratch = idle.pop()
-        except IndexError:
-            scratch = hyperscan.Scratch(database)
         found: set[int] = set()
         every = len(self.accepted)
         hits = [0]
@@ -128,15 +107,29 @@ class Prefilter:
             # past MAX_HITS ends() gives up; with every pattern found nothing more can be learnt
             return hits[0] > self.MAX_HITS or len(found) == every
 
-        try:
-            database.scan(data.encode("ascii"), match_event_handler=on_match, scratch=scratch)
-        except hyperscan.ScanTerminated:
-            pass                    # on_match stopped it
-        finally:
-            idle.append(scratch)
+        self._scan(text, on_match)
         if hits[0] > self.MAX_HITS:
             return None
         return found
+
+    def _scan(self, text: str, on_match) -> None:
+        """Run the database for text (the ASCII shadow's when text is not ASCII) with on_match; a
+        scan that on_match stops (it returned True) ends quietly."""
+        if text.isascii():
+            database, data = self.exact, text
+        else:
+            database, data = self.shadow, ascii_shadow(text)
+        idle = self._idle.setdefault(id(database), [])
+        try:
+            scratch = idle.pop()        # list.pop and append are atomic: no lock needed
+        except IndexError:
+            scratch = hyperscan.Scratch(database)
+        try:
+            database.scan(data.encode("ascii"), match_event_handler=on_match, scratch=scratch)
+        except hyperscan.ScanTerminated:
+            pass                        # on_match stopped it
+        finally:
+            idle.append(scratch)
 
 
 # --- the ASCII shadow of a text ---------------------------------------------------------------

@@ -176,3 +176,19 @@ def test_text_that_is_not_ascii_is_prefiltered_through_its_ascii_shadow():
     assert ascii_shadow(text) == "Caf_: Karte 4111 1111 1111 1111 \x00 PRJ-123456"
     assert len(ascii_shadow(text)) == len(text)
     assert scanner._builtin.prefilter.ends(text) is not None, "one scan, not one pass per identifier"
+
+
+def test_a_text_too_dense_in_candidates_is_scanned_without_the_prefilter():
+    """Past MAX_HITS candidate ends the prefilter stops its scan and gives up: hyperscan reports the
+    stop as ScanTerminated, which escaped ends() and made DLP an engine error (a tempfail on every
+    retry) for such a text. Now the text is scanned one pass per identifier, with the same findings."""
+    scanner = admin_config().scanner
+    expressions = scanner._admin.prefilter
+    assert expressions is not None and expressions.active
+    text = "1" * 60_000 + " PRJ-123456 EMP1234567 TCK-123 security code"       # every digit ends a candidate
+    assert expressions.ends(text) is None
+    assert expressions.ends("é" + text) is None                                # through the ASCII shadow
+    assert expressions.ends("PRJ-123456") is not None
+    single, separate = both_ways(scanner, text)
+    assert single == separate
+    assert single.matches["project-code"] and single.matches["ticket"]
