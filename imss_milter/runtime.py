@@ -7,6 +7,7 @@ one it started with), the store, and the optional sender filter.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -88,10 +89,9 @@ class TimedEngine:
     milter.on_error, unless the engine's own on_error is accept: then its conditions do not hold
     and the failure is logged once per message."""
 
-    def __init__(self, engine, stage: str, timings: dict, on_error):
+    def __init__(self, engine, stage: str, on_error):
         self.engine = engine
         self.stage = stage
-        self.timings = timings
         self.on_error = on_error
 
     def check(self, condition: str, argument, model, envelope, scratch: dict):
@@ -114,13 +114,15 @@ class TimedEngine:
                             envelope.queue_id or "NOQUEUE", self.stage, exc)
             return []
         finally:
-            self.timings[self.stage] = self.timings.get(self.stage, 0.0) + (time.perf_counter() - started)
+            timings = scratch[TIMINGS]
+            timings[self.stage] = timings.get(self.stage, 0.0) + (time.perf_counter() - started)
 
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
 
 UNDELIVERED = ("reject", "tempfail", "delete", "quarantine")
+TIMINGS = "timings"                 # scratch key: the message's seconds per stage
 PREPARE_ERROR = "prepare-error"
 ACCEPTED_ERROR = "accepted-error"
 _pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -177,6 +179,16 @@ def prepare_engines(engines: dict, needed, model, envelope, scratch: dict, timin
             scratch[(PREPARE_ERROR, name)] = exc
 
 
+@functools.lru_cache(maxsize=256)
+def with_used(needed: frozenset, uses: tuple) -> frozenset:
+    """needed, plus the engines whose findings a needed engine reads (spam reads url's)."""
+    result = set(needed)
+    for name, used in uses:
+        if name in needed:
+            result.update(used)
+    return frozenset(result)
+
+
 class Runtime:
     """Everything one process needs to scan: settings, rules, store, sender filter."""
 
@@ -187,6 +199,8 @@ class Runtime:
         # engines that read no pattern files; the pattern engines (engines section: antivirus, spam,
         # url) are built with each rule set, so a reload or an update swaps rules and patterns together
         self.engines: dict = {"dlp": DlpEngine()}
+        self._engine_maps: dict[int, tuple] = {}      # id(rule set) -> (rule set, timed engines, uses, own engines)
+        self._engine_maps_lock = threading.Lock()
         self.generation = 0
         self.errors: dict[str, int] = {}
         self.metrics = NullMetrics()     # the daemon swaps in prometheus metrics when metrics.listen is set
@@ -315,20 +329,16 @@ class Runtime:
             raise ScanError("scanner failed: " + "; ".join(errors[:3]))
         parsed = time.perf_counter()
         timings["parse"] = parsed - started
-        # the DLP engine reads the templates of the rule set judging this message
-        engines = {**rules.engines, **self.engines, "dlp": self.engines["dlp"].for_rules(rules)}
-        engines = {name: TimedEngine(engine, name, timings, self.metrics.engine_error)
-                   for name, engine in engines.items()}
-        scratch: dict = {"message.raw": raw}     # engines that want the original bytes (raw rules, rspamd)
+        engines, uses = self._engines_of(rules)
+        # "message.raw": for engines that want the original bytes (raw rules, rspamd)
+        scratch: dict = {"message.raw": raw, TIMINGS: timings}
         routed = rules.routed(envelope)
-        needed = rules.engines_for(envelope, routed)
-        for name in list(needed):       # an engine that reads another's findings (spam: url) needs it run
-            needed |= set(getattr(engines.get(name), "uses", ()))
+        needed = with_used(frozenset(rules.engines_for(envelope, routed)), uses)
         prepare_engines(engines, needed, model, envelope, scratch, timings)
         verdict = rules.evaluate(envelope, model, engines, scratch=scratch, routed=routed)
         if verdict.action not in UNDELIVERED:
             # engines may change a delivered message themselves (the spam score header)
-            for name in sorted(needed & set(engines)):
+            for name in sorted(needed & engines.keys()):
                 extra = getattr(engines[name].engine, "modifications", None)
                 if extra is not None:
                     verdict.modifications += list(extra(scratch))
@@ -338,6 +348,29 @@ class Runtime:
         return ScanResult(model=model, verdict=verdict,
                           direction=direction_of(envelope, self.settings.internal_domains),
                           timings=timings)
+
+    def _engines_of(self, rules) -> tuple[dict[str, TimedEngine], tuple]:
+        """The engines a message judged by `rules` is scanned with, each wrapped to time and count
+        its checks, and (engine, engines whose findings it reads) pairs; built once per rule set
+        (a reload or an update brings a new one)."""
+        own = tuple(self.engines.items())       # sender_reputation comes and goes with reloads
+        found = self._engine_maps.get(id(rules))
+        if found is not None and found[0] is rules and len(found[3]) == len(own) \
+                and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(found[3], own)):
+            return found[1], found[2]
+        # the DLP engine reads the templates of the rule set judging the message
+        engines = {**rules.engines, **self.engines, "dlp": self.engines["dlp"].for_rules(rules)}
+        timed = {name: TimedEngine(engine, name, self._engine_error) for name, engine in engines.items()}
+        uses = tuple((name, tuple(engine.uses)) for name, engine in engines.items()
+                     if getattr(engine, "uses", None))
+        with self._engine_maps_lock:
+            while len(self._engine_maps) >= 4:     # the rule sets of the last reloads
+                self._engine_maps.pop(next(iter(self._engine_maps)))
+            self._engine_maps[id(rules)] = (rules, timed, uses, own)
+        return timed, uses
+
+    def _engine_error(self, stage: str) -> None:
+        self.metrics.engine_error(stage)       # looked up per call: the daemon swaps metrics in
 
     # -- accounting ----------------------------------------------------------
 

@@ -124,3 +124,25 @@ def test_batched_metrics_match_immediate_ones_after_flush():
         return sorted((s.name, tuple(sorted(s.labels.items())), round(s.value, 9))
                       for family in registry.collect() for s in family.samples if not s.name.endswith("_created"))
     assert samples_of(batched) == samples_of(immediate)
+
+
+def test_engines_are_wrapped_once_per_rule_set_and_rewrapped_when_they_change(runtime):
+    """Runtime.scan keeps a rule set's timed engines between messages; a new rule set (reload) or a
+    changed engine of the runtime's own (sender_reputation comes and goes) is picked up at once,
+    and each message's timings and metrics stay its own."""
+    first = SlowEngine()
+    runtime.engines["antivirus"] = first
+    one = runtime.scan(message(), ENVELOPE)
+    two = runtime.scan(message(), ENVELOPE)
+    assert first.checks == 4
+    assert one.timings is not two.timings and two.timings["antivirus"] >= 2 * ENGINE_SECONDS
+    second = SlowEngine(fail=True)
+    runtime.engines["antivirus"] = second
+    with pytest.raises(RuntimeError, match="went away"):
+        runtime.scan(message(), ENVELOPE)
+    assert first.checks == 4 and second.checks == 1
+    assert sample(runtime, "imss_engine_errors_total", engine="antivirus") == 1.0
+    runtime.engines["antivirus"] = first
+    runtime.reload([("/r/50.yaml", RULES.replace("spyware-only", "spyware-first"))])
+    assert runtime.scan(message(), ENVELOPE).verdict.action == "deliver"
+    assert first.checks == 6
