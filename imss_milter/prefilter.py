@@ -297,8 +297,10 @@ def hyperscan_source(pattern: str, case_sensitive: bool, widen_negated: bool = F
                      anchored: bool = True) -> tuple[str, int] | None:
     """(source, hyperscan flags) of the prefilter for a `regex` V0 pattern, None when none can be
     written (the pattern then runs on every text)."""
-    if hyperscan is None or _POSIX_CLASS.search(pattern):
-        return None      # the regex module reads [[:alpha:]] as a POSIX class, Python's parser not
+    if hyperscan is None or _POSIX_CLASS.search(pattern) or _literal_brace(pattern):
+        # the regex module reads [[:alpha:]] as a POSIX class and a `{` that is no repeat as a
+        # fuzzy-matching constraint ((?:viagra){e<=1} matches "viagr4"), Python's parser as literals
+        return None
     try:
         parsed = sre_parse.parse(pattern, 0 if case_sensitive else re.IGNORECASE)
         source = _Writer(widen_negated, anchored).sequence(list(parsed))
@@ -318,6 +320,18 @@ def hyperscan_source(pattern: str, case_sensitive: bool, widen_negated: bool = F
 
 
 _POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")
+_ESCAPE_OR_BRACE = re.compile(r"\\.|\{", re.S)
+_REPEAT = re.compile(r"\{(?:\d+(?:,\d*)?|,\d+)\}")      # a repeat both parsers read alike
+
+
+def _literal_brace(pattern: str) -> bool:
+    """Whether pattern has an unescaped `{` that does not open a plain repeat: Python's parser reads
+    it as a literal brace, the regex module perhaps as a fuzzy constraint ({e<=1}, {i}, {1<=s<=2})
+    that matches text the literal does not. Inside a class too: that only leaves a pattern out."""
+    for found in _ESCAPE_OR_BRACE.finditer(pattern):
+        if found.group() == "{" and not _REPEAT.match(pattern, found.start()):
+            return True
+    return False
 
 
 # --- databases, cached: the same patterns compile once per process -----------------------------

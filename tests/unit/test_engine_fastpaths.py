@@ -213,6 +213,48 @@ def test_unanchored_prefilter_finds_every_pattern_matching_one_of_the_joined_tex
                 assert index in candidates, (pattern, texts)
 
 
+FUZZY_RULES = r"""
+rules:
+  - {name: SUBJ_FUZZY, type: header, header: Subject, regex: '(?:viagra){e<=1}', score: 3}
+  - {name: SUBJ_FUZZY_CHAR, type: header, header: Subject, regex: 'cialis{i<=2}', score: 2}
+  - {name: SUBJ_PLAIN, type: header, header: Subject, regex: 'offer', score: 1}
+  - {name: URL_FUZZY, type: url, regex: '(?:paypal){1<=s<=1}\.', score: 4}
+  - {name: URL_PLAIN, type: url, regex: 'login', score: 1}
+  - {name: BODY_FUZZY, type: body, regex: '(?:lottery){e<=1}', score: 2}
+  - {name: BODY_PLAIN, type: body, regex: 'winner', score: 1}
+  - {name: BODY_BRACES, type: body, regex: 'a{}|x{,}y|[{]z|\{w\}', score: 1}
+"""
+
+
+@needs_hyperscan
+def test_a_regex_brace_python_reads_literally_is_not_prefiltered():
+    # The regex module reads a `{` that opens no plain repeat as a fuzzy-matching constraint:
+    # (?:viagra){e<=1} matches "viagr4". Python's parser (which writes the Hyperscan prefilter)
+    # reads it as the literal text "{e<=1}", so the prefilter said such a rule could not match.
+    rules = [rule for rule, _ in parse_rule_file(loads_yaml(FUZZY_RULES), "rules.yaml")]
+    config = type("Config", (), {"regex_timeout": 1.0})()
+    fast = BuiltinSpamEngine(config, rules)
+    assert {"body", "url", ("header", "subject")} <= set(fast.prefilters)
+    general = BuiltinSpamEngine(config, rules)
+    general.prefilters = {}
+    cases = [("V1AGRA offer", "http://paypa1.test/login lottary", ""),
+             ("viagr4", "winner: lotery http://paypall.test/", ""),
+             ("cialixs now", "a{}, xy, {z, {w}", "http://x.test/")]
+    seen = set()
+    for subject, body, extra in cases:
+        model = _Model(body + " " + extra, [("Subject", subject)], [])
+        scratch = {"message.raw": model.body_text.encode("utf-8")}
+        got = fast.score_message(model, None, dict(scratch))
+        want = general.score_message(model, None, dict(scratch))
+        assert [(h.name, h.score) for h in got.hits] == [(h.name, h.score) for h in want.hits], subject
+        seen.update(h.name for h in want.hits)
+    assert {"SUBJ_FUZZY", "SUBJ_FUZZY_CHAR", "URL_FUZZY", "BODY_FUZZY", "BODY_BRACES"} <= seen
+    for pattern in ("(?:viagra){e<=1}", "a{}", "x{,}", "[{]", "(?x) a{ 2 }"):
+        assert prefilter.hyperscan_source(pattern, True) is None, pattern
+    for pattern in (r"a{2}", r"a{2,}", r"\d{1,3}", r"a{,3}", r"\{e<=1\}", r"\x7be"):
+        assert prefilter.hyperscan_source(pattern, True) is not None, pattern
+
+
 @needs_hyperscan
 def test_candidates_agree_with_ends():
     from tests.unit.test_prefilter import random_pattern, random_text
