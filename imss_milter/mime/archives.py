@@ -366,7 +366,8 @@ def _expand_zip(payload: bytes, budget: Budget, result: Expansion):
         result.limit_notes.append(f"zip has {len(infos)} entries, more than {limit}")
         infos = infos[:limit]
     for info in infos:
-        if info.is_dir():
+        # not info.is_dir(): a name that is empty up to its first NUL ("\0evil.exe") made it raise
+        if info.filename.endswith("/"):
             continue
         if isinstance(info, _CentralEntry):
             central_raw = info.raw_name     # what encoding orig_filename back gives

@@ -407,6 +407,18 @@ def clean_name(name: str) -> str:
     return name.strip('"').strip()
 
 
+def nul_readings(name: str) -> list[str]:
+    """A name and, when it holds NULs, what tools make of it: C-string readers stop at the first
+    NUL ("evil.exe\\0.txt" is evil.exe), others drop the NULs (evil.exe.txt)."""
+    if "\x00" not in name:
+        return [name]
+    readings = []
+    for reading in (name, name.split("\x00", 1)[0], name.replace("\x00", "")):
+        if reading and reading not in readings:
+            readings.append(reading)
+    return readings
+
+
 def name_candidates(headers: list[ParsedHeader], param: str) -> list[str]:
     """Every distinct decoded candidate for parameter `param` (e.g. filename)."""
     found: list[str] = []
@@ -428,10 +440,11 @@ def name_candidates(headers: list[ParsedHeader], param: str) -> list[str]:
             found.extend(rfc2231_values(header.params, param))
     names: list[str] = []
     for value in found:
-        for candidate in (value, _basename(value)):
-            candidate = clean_name(candidate)
-            if candidate and candidate not in names:
-                names.append(candidate)
+        for reading in nul_readings(value):
+            for candidate in (reading, _basename(reading)):
+                candidate = clean_name(candidate)
+                if candidate and candidate not in names:
+                    names.append(candidate)
     return names
 
 

@@ -19,7 +19,7 @@ from . import archives
 from .charsets import decode_bytes
 from .failures import describe, is_input_error
 from .headers import (HeaderBlock, ParsedHeader, decode_rfc2047, name_candidates,
-                      parse_structured, read_header_blocks, rfc2231_values, clean_name)
+                      parse_structured, read_header_blocks, rfc2231_values, clean_name, nul_readings)
 from .model import (FLAG_ARCHIVE_LIMIT, FLAG_ENCRYPTED, FLAG_MALFORMED, FLAG_UNSCANNABLE, Limits,
                     MessageModel, Part)
 from .text import html_to_lines, html_to_text, normalise_whitespace
@@ -479,8 +479,9 @@ def _text_body_unguarded(part: Part, ctx: _Context):
         known = {(uu.name, uu.payload) for uu in uu_files}
         uu_files += [uu for uu in _uuencoded(shown, ctx) if (uu.name, uu.payload) not in known]
     for uu in uu_files:
-        name = clean_name(uu.name) or "uuencoded"
-        uu_part = Part(path=part.path[:-1] + [name], payload=uu.payload, names=[name],
+        names = _distinct(clean_name(reading) for reading in nul_readings(uu.name)) or ["uuencoded"]
+        name = names[0]
+        uu_part = Part(path=part.path[:-1] + [name], payload=uu.payload, names=names,
                        is_attachment=True, origin="uuencode", depth=part.depth)
         _add_file(uu_part, ctx, archive_depth=0)
 
@@ -561,7 +562,8 @@ def _expand_archive(part: Part, ctx: _Context, archive_depth: int, inside_docume
         ctx.malformed(f"{part.name}: {note}")
     for member in expansion.members:
         child = Part(path=part.path + [member.names[0]], payload=member.payload,
-                     names=list(member.names), is_attachment=True, origin="archive",
+                     names=_distinct(reading for name in member.names for reading in nul_readings(name)),
+                     is_attachment=True, origin="archive",
                      depth=part.depth + 1, encrypted=member.encrypted, notes=list(member.notes),
                      inside_document=inside_document or part.inside_document)
         if member.encrypted:

@@ -1,5 +1,7 @@
 """File names and header values: RFC 2047, RFC 2231 and the broken forms mailers send."""
 
+import pytest
+
 from imss_milter.mime import parse_message
 from imss_milter.mime.headers import decode_rfc2047, parse_structured
 
@@ -99,3 +101,50 @@ def test_parse_structured_keeps_every_parameter_value():
     assert header.value == "attachment"
     assert header.get_all("filename") == ["a.txt", "b.exe"]
     assert set(names_of('Content-Disposition: attachment; filename="a.txt"; filename=b.exe')) == {"a.txt", "b.exe"}
+
+
+def zip_named(name: bytes) -> bytes:
+    """A zip whose one member (a PE file) has exactly these name bytes in both its headers."""
+    import io
+    import zipfile
+
+    placeholder = b"N" * len(name)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(placeholder.decode(), b"MZ\x90\x00" + b"\x00" * 200)
+    return buffer.getvalue().replace(placeholder, name)
+
+
+@pytest.mark.parametrize("raw_name, wanted", [
+    (b"evil.exe\x00.txt", "evil.exe"),             # C-string readers stop at the NUL
+    (b"\x00evil.exe....", "evil.exe...."),         # empty up to the NUL: made zipfile's is_dir() raise
+    (b"\x00\x00\x00\x00", None),                   # nothing but NULs
+])
+def test_names_with_nul_are_read_as_tools_read_them(raw_name, wanted):
+    """A NUL in a file name is read two ways by tools: up to the NUL, or with the NULs dropped.
+    Both are candidates, in zip members, MIME parameters and uuencoded names, and no such name
+    is an internal error (which tempfailed the message on every retry)."""
+    import base64
+
+    zipped = base64.encodebytes(zip_named(raw_name)).replace(b"\n", b"\r\n")
+    model = parse_message(
+        b"From: a@example.com\r\nSubject: zip\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: application/zip\r\n"
+        b"Content-Disposition: attachment; filename=a.zip\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + zipped + b"--b1--\r\n")
+    assert not model.errors, model.errors
+    [member] = [part for part in model.parts if part.origin == "archive"]
+    assert member.true_type == "executable"
+    if wanted:
+        assert wanted in member.names
+        assert raw_name.replace(b"\x00", b"").decode() in member.names
+    names = names_of('Content-Type: application/octet-stream\r\nContent-Disposition: attachment; '
+                     'filename="' + raw_name.decode() + '"')
+    if wanted:
+        assert wanted in names and raw_name.replace(b"\x00", b"").decode() in names
+    uu = parse_message(b"From: a@example.org\r\nSubject: uu\r\n\r\nbody\r\nbegin 644 " + raw_name
+                       + b"\r\n#35IM\r\n`\r\nend\r\n")
+    assert not uu.errors
+    [encoded] = [part for part in uu.parts if part.origin == "uuencode"]
+    if wanted:
+        assert wanted in encoded.names
