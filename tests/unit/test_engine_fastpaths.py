@@ -188,18 +188,9 @@ def test_the_shipped_url_and_subject_rules_are_prefiltered_and_score_alike():
 @needs_hyperscan
 @pytest.mark.parametrize("seed", range(10))
 def test_unanchored_prefilter_finds_every_pattern_matching_one_of_the_joined_texts(seed):
-    from tests.unit.test_prefilter import random_pattern, random_text
-    import regex
+    from tests.unit.test_prefilter import random_compiled_patterns, random_text
     rng = random.Random(seed)
-    patterns = []
-    while len(patterns) < 20:
-        pattern = random_pattern(rng)
-        case_sensitive = rng.random() < 0.5
-        try:
-            compiled = regex.compile(pattern, regex.V0 if case_sensitive else regex.V0 | regex.IGNORECASE)
-        except regex.error:
-            continue
-        patterns.append((pattern, case_sensitive, compiled))
+    patterns = random_compiled_patterns(rng, 20)
     checker = prefilter.Prefilter([(p, c) for p, c, _ in patterns], anchored=False)
     for _ in range(150):
         texts = [random_text(rng) for _ in range(rng.randint(1, 4))]

@@ -49,20 +49,27 @@ def random_text(rng: random.Random) -> str:
     return "".join(rng.choice(CHARACTERS) for _ in range(rng.randint(0, 30)))
 
 
-@needs_hyperscan
-@pytest.mark.parametrize("seed", range(40))
-def test_every_match_of_the_pattern_is_a_candidate(seed):
-    rng = random.Random(seed)
+def random_compiled_patterns(rng: random.Random, count: int, empty_matches: bool = True):
+    """(pattern, case_sensitive, compiled) for `count` random patterns the regex module accepts;
+    empty_matches=False leaves out those that match the empty string."""
     patterns = []
-    while len(patterns) < 25:
+    while len(patterns) < count:
         pattern = random_pattern(rng)
         case_sensitive = rng.random() < 0.5
         try:
             compiled = regex.compile(pattern, regex.V0 if case_sensitive else regex.V0 | regex.IGNORECASE)
         except regex.error:
             continue
-        if compiled.search("") is None:
+        if empty_matches or compiled.search("") is None:
             patterns.append((pattern, case_sensitive, compiled))
+    return patterns
+
+
+@needs_hyperscan
+@pytest.mark.parametrize("seed", range(40))
+def test_every_match_of_the_pattern_is_a_candidate(seed):
+    rng = random.Random(seed)
+    patterns = random_compiled_patterns(rng, 25, empty_matches=False)
     checker = prefilter.Prefilter([(pattern, case_sensitive) for pattern, case_sensitive, _ in patterns])
     assert checker.accepted, "the prefilter takes most of these patterns"
     for _ in range(60):
