@@ -232,6 +232,47 @@ def parse_reply(value, container, key, allowed: tuple[str, ...], what: str) -> R
     return Reply(name, code, xcode, text)
 
 
+# a listing answers inside 127.0.0.0/8; 127.255.255.0/24 is how a list refuses our resolver
+LISTING_NET = ipaddress.IPv4Network("127.0.0.0/8")
+REFUSAL_NET = ipaddress.IPv4Network("127.255.255.0/24")
+
+
+def parse_codes(raw: Mapping, what: str, category_of, example: str) -> tuple[CodeRange, ...]:
+    """The `codes` mapping of a DNS blocklist zone (answer address or range -> category), for
+    sender filtering and the URL engine alike: each key must be an address or range inside
+    127.0.0.0/8 and clear of 127.255.255.0/24, or the answer could never be a listing.
+    category_of(value, raw, key, what) validates a category the way its section names them;
+    example: an answer address for the error messages (127.0.0.2)."""
+    ranges = []
+    for key, category in raw.items():
+        bounds = parse_code_key(key)
+        if bounds is None:
+            raise fail(f"{what}.codes: expected an address like {example} or a range like "
+                       f"{example.rsplit('.', 1)[0]}.4-7, got {key!r}", raw, key)
+        problem = code_problem(*bounds)
+        if problem:
+            raise fail(f"{what}.codes: {key!r} {problem}", raw, key)
+        ranges.append(CodeRange(bounds[0], bounds[1], category_of(category, raw, key, f"{what}.codes.{key}")))
+    return tuple(ranges)
+
+
+def code_problem(low: int, high: int) -> str | None:
+    """Why an answer range can never be a listing, or None when it can."""
+    first, last = ipaddress.IPv4Address(low), ipaddress.IPv4Address(high)
+    if first not in LISTING_NET or last not in LISTING_NET:
+        return "is outside 127.0.0.0/8: a DNS blocklist lists with 127.x.y.z answers"
+    if low <= int(REFUSAL_NET.broadcast_address) and high >= int(REFUSAL_NET.network_address):
+        return ("reaches into 127.255.255.0/24: those answers mean the list refused our resolver, "
+                "never a listing")
+    return None
+
+
+def _zone_category(value, container, key, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise fail(f"{what}: expected a category name", container, key)
+    return value.strip()
+
+
 def parse_code_key(key: Any) -> tuple[int, int] | None:
     """`"127.0.0.2"` or `"127.0.0.4-7"` or `"127.0.0.4-127.0.0.7"` → (low, high) as integers; None if malformed."""
     if not isinstance(key, str):
@@ -271,17 +312,8 @@ def _zone(entry, container, index, what: str) -> ZoneConfig:
     zone = zone.strip().rstrip(".").lower()
     codes = None
     if "codes" in entry:
-        raw_codes = _mapping(entry["codes"], entry, "codes", f"{what}.codes")
-        ranges = []
-        for key, category in raw_codes.items():
-            bounds = parse_code_key(key)
-            if bounds is None:
-                raise fail(f"{what}.codes: expected an address like 127.0.0.2 or a range like 127.0.0.4-7, got {key!r}",
-                           raw_codes, key)
-            if not isinstance(category, str) or not category.strip():
-                raise fail(f"{what}.codes.{key}: expected a category name", raw_codes, key)
-            ranges.append(CodeRange(bounds[0], bounds[1], category.strip()))
-        codes = tuple(ranges)
+        codes = parse_codes(_mapping(entry["codes"], entry, "codes", f"{what}.codes"), what, _zone_category,
+                            "127.0.0.2")
     reply = parse_reply(entry.get("action", "reject"), entry, "action" if "action" in entry else None,
                         ("reject", "tempfail", "tag"), f"{what}.action")
     if reply == DEFAULT_REPLIES["reject"]:

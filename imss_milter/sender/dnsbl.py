@@ -21,12 +21,10 @@ import dns.message
 import dns.rdatatype
 import dns.resolver
 
-from .config import CodeRange, DnsConfig, ZoneConfig
+from .config import LISTING_NET, REFUSAL_NET, CodeRange, DnsConfig, ZoneConfig
 from .lists import normalize_ip
 
 # 127.255.255.0/24 is how DNSBLs say "your resolver is refused or over quota", never a listing.
-_REFUSAL_NET = ipaddress.IPv4Network("127.255.255.0/24")
-_LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
 
 # TTL bounds for the answer cache: a 0-TTL answer must still absorb a burst, and no answer lives forever.
 MIN_CACHE_SECONDS = 10.0
@@ -86,11 +84,11 @@ def classify_answer(zone: str, addresses: Iterable[str], codes: tuple[CodeRange,
     texts = tuple(str(a) for a in parsed)
     if not parsed:
         return ZoneResult(zone, "clean", ttl=ttl)
-    refused = [a for a in parsed if a in _REFUSAL_NET]
+    refused = [a for a in parsed if a in REFUSAL_NET]
     if refused:
         return ZoneResult(zone, "error", addresses=texts, ttl=ttl,
                           error=f"DNSBL refused the query (answer {refused[0]})")
-    outside = [a for a in parsed if a not in _LOOPBACK_NET]
+    outside = [a for a in parsed if a not in LISTING_NET]
     if outside:
         return ZoneResult(zone, "error", addresses=texts, ttl=ttl,
                           error=f"answer {outside[0]} is outside 127.0.0.0/8")

@@ -89,6 +89,23 @@ def test_mistakes_name_file_line_and_expectation(text, line, words):
     assert words in str(error)
 
 
+@pytest.mark.parametrize("codes, words", [
+    ('"10.0.0.1": spam', "outside 127.0.0.0/8"),
+    ('"126.255.255.255-127.0.0.2": spam', "outside 127.0.0.0/8"),
+    ('"127.255.255.254": spam', "127.255.255.0/24"),
+    ('"127.0.0.2-127.255.255.255": spam', "127.255.255.0/24"),
+    ('"127.0.0.3": ""', "expected a category name"),
+])
+def test_dnsbl_codes_that_can_never_be_a_listing_are_refused_like_the_url_engines(codes, words):
+    """classify_answer never lists on such answers (outside 127/8: a wildcard zone; 127.255.255.x:
+    the list refused us), so a code naming them was a silent typo; it now stops the config with its
+    line, through the parser the URL engine uses too."""
+    error = error_for("sender_filtering:\n  reputation:\n    zones:\n      - zone: z.test\n        codes:\n"
+                      "          \"127.0.0.2\": spam\n          " + codes + "\n")
+    assert error.file == "imss-milter.yaml" and error.line == 7
+    assert words in str(error)
+
+
 def test_missing_directory_file_is_a_config_error(tmp_path):
     data = load(f"sender_filtering:\n  directory:\n    files:\n      - {tmp_path}/missing.txt\n")
     with pytest.raises(ConfigError) as info:

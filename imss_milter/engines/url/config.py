@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from ...sender.config import CodeRange, parse_code_key
+from ...sender.config import CodeRange, parse_codes
 from ...yamlconf import fail
 from .. import section_keys
 
@@ -17,9 +16,6 @@ ENGINE_KEYS = ("zones", "blocked", "max_urls")
 DEFAULT_MAX_URLS = 50
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+\.?")
 _CATEGORY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
-# a listing answers inside 127.0.0.0/8; 127.255.255.0/24 is how a list refuses our resolver
-_LISTING_NET = ipaddress.IPv4Network("127.0.0.0/8")
-_REFUSAL_NET = ipaddress.IPv4Network("127.255.255.0/24")
 # one list per bit of the answer's last octet; bit 1 is left out: URIBL answers 127.0.0.1 for a
 # refused query, so a category on it would turn refusals into listings
 BITMASK_BITS = (2, 4, 8, 16, 32, 64, 128)
@@ -53,29 +49,7 @@ def category_name(value, container, key, what: str) -> str:
 def _codes(raw, entry, what: str) -> tuple[CodeRange, ...]:
     if not isinstance(raw, Mapping) or not raw:
         raise fail(f"{what}.codes: expected a mapping of answer address to category", entry, "codes")
-    ranges = []
-    for key, category in raw.items():
-        bounds = parse_code_key(key)
-        if bounds is None:
-            raise fail(f"{what}.codes: expected an address like 127.0.1.2 or a range like 127.0.1.4-7, got {key!r}",
-                       raw, key)
-        problem = _code_problem(*bounds)
-        if problem:
-            raise fail(f"{what}.codes: {key!r} {problem}", raw, key)
-        ranges.append(CodeRange(bounds[0], bounds[1], category_name(category, raw, key, f"{what}.codes.{key}")))
-    return tuple(ranges)
-
-
-def _code_problem(low: int, high: int) -> str | None:
-    """Why an answer range can never be a listing, or None when it can."""
-    first, last = ipaddress.IPv4Address(low), ipaddress.IPv4Address(high)
-    if first not in _LISTING_NET or last not in _LISTING_NET:
-        return "is outside 127.0.0.0/8: a URI blocklist lists with 127.x.y.z answers"
-    refused = _REFUSAL_NET
-    if low <= int(refused.broadcast_address) and high >= int(refused.network_address):
-        return ("reaches into 127.255.255.0/24: those answers mean the list refused our resolver, "
-                "never a listing")
-    return None
+    return parse_codes(raw, what, category_name, "127.0.1.2")
 
 
 def _bitmask(raw, entry, what: str) -> tuple[tuple[int, str], ...]:
