@@ -810,10 +810,33 @@ def pdf_encrypted(payload: bytes) -> bool:
 
 
 def document_facts(payload: bytes) -> DocumentFacts:
-    """Password protection and damage of an Office file or PDF (other files: none)."""
+    """Password protection and damage of an Office file, OpenDocument file or PDF (other files:
+    none). Password-protected OOXML files are OLE2 containers, so ole2_facts sees them."""
     if payload.startswith(_OLE2_MAGIC):
         facts = ole2_facts(payload)
         return DocumentFacts(facts.encrypted, facts.damaged)
     if b"%PDF-" in payload[:1024]:
         return DocumentFacts(pdf_encrypted(payload))
+    if payload.startswith(b"PK") and _ODF_MANIFEST.encode() in payload:
+        return DocumentFacts(odf_encrypted(payload))
     return DocumentFacts()
+
+
+_ODF_MANIFEST = "META-INF/manifest.xml"
+_ODF_MANIFEST_LIMIT = 1 << 20        # a real manifest is a few KB; more is not read
+
+
+def odf_encrypted(payload: bytes) -> bool:
+    """Whether an OpenDocument file is password-protected or OpenPGP-encrypted: its members then
+    stay zip members (no zip encryption flag) holding ciphertext, and only the manifest says so,
+    with encryption-data for a member (ODF 1.0-1.3) or a keyinfo for the package (ODF 1.3)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            info = archive.getinfo(_ODF_MANIFEST)
+            if info.flag_bits & 0x1:
+                return True     # the manifest itself needs a (zip) password
+            with archive.open(info) as manifest:
+                text = manifest.read(_ODF_MANIFEST_LIMIT)
+    except (KeyError, RuntimeError, *INPUT_ERRORS):
+        return False        # no readable manifest: not an OpenDocument file we can judge
+    return b"encryption-data" in text or b"<manifest:keyinfo" in text

@@ -460,3 +460,51 @@ def test_unscannable_condition_value_must_be_boolean(tmp_path):
     from imss_milter.errors import ConfigError
     with pytest.raises(ConfigError, match="archive.unscannable: expected true or false"):
         rules(tmp_path, "policies:\n  - name: p\n    when: {archive.unscannable: yes-please}\n    actions: [delete]\n")
+
+
+def odt(manifest: bytes, zip_encrypt_manifest: bool = False) -> bytes:
+    """An OpenDocument text file whose manifest is `manifest` (content.xml stands in for ciphertext)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.text")
+        archive.writestr("content.xml", bytes(range(256)) * 8, compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr("META-INF/manifest.xml", manifest, compress_type=zipfile.ZIP_DEFLATED)
+    data = buffer.getvalue()
+    if zip_encrypt_manifest:      # set the encryption flag of the manifest's local and central headers
+        name = b"META-INF/manifest.xml"
+        for signature, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            at = data.find(signature)
+            while at >= 0:
+                name_at = at + (30 if signature == b"PK\x03\x04" else 46)
+                if data[name_at:name_at + len(name)] == name:
+                    data = data[:at + flag_at] + bytes([data[at + flag_at] | 1]) + data[at + flag_at + 1:]
+                at = data.find(signature, at + 4)
+    return data
+
+
+ODF_PASSWORD = (b'<manifest:manifest><manifest:file-entry manifest:full-path="content.xml">'
+                b'<manifest:encryption-data manifest:checksum-type="SHA1/1K" manifest:checksum="x">'
+                b'<manifest:algorithm manifest:algorithm-name="http://www.w3.org/2001/04/xmlenc#aes256-cbc"/>'
+                b'</manifest:encryption-data></manifest:file-entry></manifest:manifest>')
+ODF_OPENPGP = (b'<manifest:manifest manifest:version="1.3"><manifest:keyinfo><loext:KeyId>ABCD</loext:KeyId>'
+               b'</manifest:keyinfo><manifest:file-entry manifest:full-path="encrypted-package"/></manifest:manifest>')
+ODF_PLAIN = (b'<manifest:manifest><manifest:file-entry manifest:full-path="content.xml" '
+             b'manifest:media-type="text/xml"/></manifest:manifest>')
+
+
+@pytest.mark.parametrize("data, encrypted", [
+    (odt(ODF_PASSWORD), True),
+    (odt(ODF_OPENPGP), True),
+    (odt(ODF_PASSWORD, zip_encrypt_manifest=True), True),
+    (odt(ODF_PLAIN), False),
+    (odt(ODF_PLAIN)[:-30], False),        # cut short: damaged, never an internal error
+])
+def test_password_protected_opendocument_is_encrypted(data, encrypted):
+    """ODF encryption leaves the zip members unflagged (they hold ciphertext); only the manifest
+    says so. Such a document was scanned as a plain one whose text is unreadable."""
+    model = parse_message(with_attachment("secret.odt", data))
+    assert not model.errors, model.errors
+    part = part_named(model, "secret.odt")
+    assert part.true_type == "document"
+    assert part.encrypted is encrypted
+    assert (FLAG_ENCRYPTED in model.flags) is encrypted
