@@ -451,6 +451,10 @@ def worker_main(runtime: Runtime, generation, draining, settings) -> int:
     runtime.start_log_writer()
     if getattr(runtime.metrics, "enabled", False):
         runtime.metrics.start_batching()
+    try:
+        runtime.notifier.resume()         # notifications a stopped worker left waiting for a retry
+    except OSError as exc:
+        log.error("cannot resume the notifications left in %s: %s", runtime.notifier.spool_dir, exc)
     ImssMilter.runtime = runtime
     master = os.getppid()
     seen = generation.value

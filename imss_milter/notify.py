@@ -10,6 +10,7 @@ and none is sent to the null sender.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -255,9 +256,12 @@ def build_message(note: Notification, sender_header: str) -> EmailMessage:
 class Notifier:
     """Queue + sender thread for one process. submit() is safe from any thread and never blocks."""
 
-    def __init__(self, settings: NotificationSettings, on_result=None):
+    def __init__(self, settings: NotificationSettings, on_result=None, spool_dir: str | None = None):
         self.settings = settings
         self.on_result = on_result or (lambda result: None)     # metrics hook: sent | retry | failed | dropped
+        # notifications still waiting for a retry when the process stops are kept here, one JSON
+        # file each, and sent by the next process that starts (resume)
+        self.spool_dir = spool_dir
         self._queue: queue.Queue = queue.Queue(maxsize=10000)
         self._thread: threading.Thread | None = None
         self._pid = None
@@ -307,6 +311,67 @@ class Notifier:
                 self._thread = threading.Thread(target=self._run, name="imss-notify", daemon=True)
                 self._thread.start()
 
+    def resume(self) -> int:
+        """Take over the notifications a stopped process left in spool_dir and send them now;
+        returns how many. Each file goes to exactly one process (an atomic rename claims it)."""
+        if not self.spool_dir:
+            return 0
+        try:
+            names = sorted(name for name in os.listdir(self.spool_dir) if name.endswith(".json"))
+        except FileNotFoundError:
+            return 0
+        taken = 0
+        for name in names:
+            path = os.path.join(self.spool_dir, name)
+            claimed = f"{path}.{os.getpid()}.claimed"
+            try:
+                os.rename(path, claimed)
+            except FileNotFoundError:
+                continue                    # another worker took it
+            try:
+                with open(claimed, encoding="utf-8") as handle:
+                    data = json.load(handle)
+                note = Notification([str(r) for r in data["recipients"]], str(data["subject"]),
+                                    str(data["body"]), int(data.get("attempts", 0)))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("notification spool file %s is unreadable (%s); kept as %s.bad", path, exc, path)
+                os.replace(claimed, path + ".bad")
+                continue
+            if self.submit(note):
+                taken += 1
+                os.unlink(claimed)
+            else:
+                os.replace(claimed, path)   # queue full: leave it for the next start
+        if taken:
+            log.info("resumed %d notification(s) left by a stopped process", taken)
+        return taken
+
+    def _spool(self, notes: list[Notification]) -> int:
+        """Write notes to spool_dir (fsynced, atomically named); returns how many were kept."""
+        if not self.spool_dir or not notes:
+            return 0
+        kept = 0
+        try:
+            os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            log.error("cannot create the notification spool %s: %s", self.spool_dir, exc)
+            return 0
+        for number, note in enumerate(notes):
+            name = f"{time.time():.6f}-{os.getpid()}-{number}.json"
+            path = os.path.join(self.spool_dir, name)
+            try:
+                with open(path + ".tmp", "w", encoding="utf-8") as handle:
+                    json.dump({"recipients": note.recipients, "subject": note.subject, "body": note.body,
+                               "attempts": note.attempts}, handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.rename(path + ".tmp", path)
+                kept += 1
+            except OSError as exc:
+                log.error("cannot keep a notification to %s in %s: %s", ", ".join(note.recipients),
+                          self.spool_dir, exc)
+        return kept
+
     # -- sending ------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -327,8 +392,20 @@ class Notifier:
             for note in due:
                 if not self._deliver(note):
                     waiting.append(note)
+        while True:                 # whatever was queued behind the stop
+            try:
+                note = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if note is not None:
+                waiting.append(note)
         if waiting:
-            log.warning("stopping with %d notification(s) not sent", len(waiting))
+            kept = self._spool(waiting)
+            if kept:
+                log.info("stopping with %d notification(s) not sent yet: kept in %s for the next start",
+                         kept, self.spool_dir)
+            if kept < len(waiting):
+                log.warning("stopping with %d notification(s) not sent", len(waiting) - kept)
 
     def _deliver(self, note: Notification) -> bool:
         """True when finished with note (sent or given up); False to retry later."""
@@ -369,7 +446,8 @@ class Notifier:
         return False
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Send what is due, then stop the thread (pending retries are logged and dropped)."""
+        """Send what is due, then stop the thread; notifications still waiting for a retry go to
+        spool_dir (without one they are logged and dropped)."""
         thread = self._thread
         if thread is None or self._pid != os.getpid() or not thread.is_alive():
             return

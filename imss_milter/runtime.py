@@ -206,7 +206,8 @@ class Runtime:
         self.metrics = NullMetrics()     # the daemon swaps in prometheus metrics when metrics.listen is set
         # validated here so a bad notifications section stops start-up (and check-config) with file:line
         self.notifier = Notifier(parse_notifications(settings.raw.get("notifications")),
-                                 on_result=lambda result: self.metrics.notification(result))
+                                 on_result=lambda result: self.metrics.notification(result),
+                                 spool_dir=os.path.join(settings.state_dir, "notifications"))
         self._log_queue: queue.Queue | None = None
         self._log_thread: threading.Thread | None = None
         # Built here so a bad sender_filtering/dns section stops start-up with file:line.

@@ -118,3 +118,72 @@ notifications:
     finally:
         sink.stop()
     assert len(found) == 1 and results[-1] == "sent"
+
+
+@needs_sink
+def test_notifications_waiting_for_a_retry_survive_a_stop_and_are_sent_by_the_next_process(sink_root, tmp_path):
+    """A worker that stops while the relay is down keeps its pending notifications in the spool
+    (they were logged and dropped before); the next worker to start sends them, once."""
+    port = free_port()
+    settings = parse_notifications(section(f"""\
+notifications:
+  smtp: "127.0.0.1:{port}"
+  admins: [admin@example.com]
+  retry_interval: 1h
+  max_attempts: 5
+"""))
+    spool = str(tmp_path / "notifications")
+    results = []
+    stopping = Notifier(settings, on_result=results.append, spool_dir=spool)
+    for number in range(3):
+        stopping.notify(["admin"], "default", {"subject": f"spooled-{number}", "verdict": "quarantine"})
+    deadline = time.monotonic() + 10
+    while results.count("retry") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert results.count("retry") == 3, "nothing listens yet: every first attempt fails"
+    stopping.stop()
+    kept = sorted(os.listdir(spool))
+    assert len(kept) == 3 and all(name.endswith(".json") for name in kept)
+    (tmp_path / "notifications" / "0-garbage.json").write_text("{not json")
+
+    sink = SmtpSink(sink_root, port=port).start()
+    try:
+        first, second = (Notifier(settings, spool_dir=spool) for _ in range(2))
+        taken = [first.resume(), second.resume()]       # two workers starting: each file goes to one
+        sink.wait_for(3, timeout=15, subject_contains="spooled-")
+        first.stop()
+        second.stop()
+        time.sleep(0.5)                                 # a duplicate would have arrived by now
+        subjects = [note.message["Subject"] for note in sink.messages()]
+    finally:
+        sink.stop()
+    assert sum(taken) == 3
+    for number in range(3):
+        assert sum(f"spooled-{number}" in subject for subject in subjects) == 1, subjects
+    assert len(subjects) == 3, subjects
+    assert sorted(os.listdir(spool)) == ["0-garbage.json.bad"]
+
+
+@needs_sink
+def test_a_starting_daemon_sends_what_the_spool_holds(sink_root, tmp_path):
+    """The daemon's workers resume the spool at start: a notification a stopped daemon left there
+    reaches the relay without any new mail."""
+    import json
+
+    from tests.helpers.daemon import MilterDaemon
+
+    sink = SmtpSink(sink_root).start()
+    root = str(tmp_path / "daemon")
+    os.makedirs(os.path.join(root, "state", "notifications"))
+    with open(os.path.join(root, "state", "notifications", "1-1-0.json"), "w") as handle:
+        json.dump({"recipients": ["admin@example.com"], "subject": "left-by-the-last-run",
+                   "body": "held for release", "attempts": 1}, handle)
+    daemon = MilterDaemon(root, workers=2, extra_config=f'notifications: {{smtp: "127.0.0.1:{sink.port}"}}\n')
+    try:
+        daemon.start()
+        [note] = sink.wait_for(1, timeout=20, subject_contains="left-by-the-last-run")
+    finally:
+        daemon.stop()
+        sink.stop()
+    assert note.recipients == ["admin@example.com"]
+    assert os.listdir(os.path.join(root, "state", "notifications")) == []
