@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from .durable import fsync_dir
 from .settings import (check_keys, located, parse_duration, require_int, require_mapping, require_str,
                        require_str_list)
 from .yamlconf import fail
@@ -370,6 +371,11 @@ class Notifier:
             except OSError as exc:
                 log.error("cannot keep a notification to %s in %s: %s", ", ".join(note.recipients),
                           self.spool_dir, exc)
+        if kept:
+            try:
+                fsync_dir(self.spool_dir)       # the new names, not only the files' bytes
+            except OSError as exc:
+                log.warning("cannot fsync the notification spool %s: %s", self.spool_dir, exc)
         return kept
 
     # -- sending ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+from imss_milter.durable import fsync_dir
 from imss_milter.errors import StoreError
 from imss_milter.sqlite_wal import enable_wal
 from imss_milter.policy.types import Envelope
@@ -130,14 +131,6 @@ def like_pattern(pattern: str) -> str:
     return _escape_like(pattern).replace("*", "%").replace("?", "_")
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _make_private_dir(path: str) -> bool:
     """mkdir -m 0700 -p for the last component; True when it was created (its parent then needs an fsync)."""
     try:
@@ -223,7 +216,7 @@ class SQLiteStore(StoreBackend):
                 os.makedirs(os.path.dirname(self.state_dir), exist_ok=True)
                 _make_private_dir(self.state_dir)
                 if _make_private_dir(self.quarantine_dir):
-                    _fsync_dir(self.state_dir)
+                    fsync_dir(self.state_dir)
             except OSError as error:
                 raise StoreError(f"cannot create state directory {self.state_dir}: {error}") from error
             try:
@@ -303,7 +296,7 @@ class SQLiteStore(StoreBackend):
             # row it must not stay behind as an invisible orphan.
             with contextlib.suppress(OSError):
                 os.unlink(path)
-                _fsync_dir(os.path.dirname(path))
+                fsync_dir(os.path.dirname(path))
             if isinstance(error, StoreError):
                 raise
             if isinstance(error, (sqlite3.Error, OSError)):
@@ -316,7 +309,7 @@ class SQLiteStore(StoreBackend):
         temporary = os.path.join(directory, "." + os.path.basename(path) + ".tmp")
         try:
             if _make_private_dir(directory):
-                _fsync_dir(self.quarantine_dir)
+                fsync_dir(self.quarantine_dir)
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 view = memoryview(raw)
@@ -327,7 +320,7 @@ class SQLiteStore(StoreBackend):
             finally:
                 os.close(fd)
             os.rename(temporary, path)
-            _fsync_dir(directory)
+            fsync_dir(directory)
         except OSError as error:
             for leftover in (temporary, path):
                 with contextlib.suppress(OSError):

@@ -21,6 +21,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 
+from ..durable import fsync_dir
 from .manifest import UpdateError
 
 STATE_NAME = "state.json"
@@ -209,16 +210,11 @@ def new_staging(patterns_dir: str, prefix: str) -> str:
 
 
 def _fsync_dir(path: str) -> None:
+    """fsync_dir where the file system allows it: a swap stands without the directory fsync."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
+        fsync_dir(path)
     except OSError:
         pass
-    finally:
-        os.close(fd)
 
 
 # -- state.json ------------------------------------------------------------------------
