@@ -94,23 +94,32 @@ notifications:
     assert results == ["sent"]
 
 
-@needs_sink
-def test_a_relay_that_is_down_is_retried_until_it_answers(sink_root):
+def relay_down(retry_interval: str, max_attempts: int):
+    """(port where no relay listens yet, notifications settings that send there)."""
     port = free_port()
-    settings = parse_notifications(section(f"""\
+    return port, parse_notifications(section(f"""\
 notifications:
   smtp: "127.0.0.1:{port}"
   admins: [admin@example.com]
-  retry_interval: 0.3s
-  max_attempts: 50
+  retry_interval: {retry_interval}
+  max_attempts: {max_attempts}
 """))
+
+
+def wait_for_retries(results: list, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while results.count("retry") < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert results.count("retry") >= count, "nothing listens yet: every first attempt fails"
+
+
+@needs_sink
+def test_a_relay_that_is_down_is_retried_until_it_answers(sink_root):
+    port, settings = relay_down("0.3s", 50)
     results = []
     notifier = Notifier(settings, on_result=results.append)
     notifier.notify(["admin"], "default", {"subject": "retry-check", "verdict": "quarantine"})
-    deadline = time.monotonic() + 10
-    while "retry" not in results and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "retry" in results, "the first attempt fails: nothing listens yet"
+    wait_for_retries(results, 1)
     sink = SmtpSink(sink_root, port=port).start()
     try:
         found = sink.wait_for(1, timeout=15, subject_contains="retry-check")
@@ -124,23 +133,14 @@ notifications:
 def test_notifications_waiting_for_a_retry_survive_a_stop_and_are_sent_by_the_next_process(sink_root, tmp_path):
     """A worker that stops while the relay is down keeps its pending notifications in the spool
     (they were logged and dropped before); the next worker to start sends them, once."""
-    port = free_port()
-    settings = parse_notifications(section(f"""\
-notifications:
-  smtp: "127.0.0.1:{port}"
-  admins: [admin@example.com]
-  retry_interval: 1h
-  max_attempts: 5
-"""))
+    port, settings = relay_down("1h", 5)
     spool = str(tmp_path / "notifications")
     results = []
     stopping = Notifier(settings, on_result=results.append, spool_dir=spool)
     for number in range(3):
         stopping.notify(["admin"], "default", {"subject": f"spooled-{number}", "verdict": "quarantine"})
-    deadline = time.monotonic() + 10
-    while results.count("retry") < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert results.count("retry") == 3, "nothing listens yet: every first attempt fails"
+    wait_for_retries(results, 3)
+    assert results.count("retry") == 3
     stopping.stop()
     kept = sorted(os.listdir(spool))
     assert len(kept) == 3 and all(name.endswith(".json") for name in kept)
