@@ -132,6 +132,49 @@ class Prefilter:
             idle.append(scratch)
 
 
+
+class LiteralSet:
+    """Which of some ASCII literals occur in a byte string, ASCII case ignored, in one Hyperscan
+    pass (each literal reported once). present() answers None where Hyperscan is missing or the
+    database cannot be built; the caller then looks for each literal itself."""
+
+    def __init__(self, literals: tuple[str, ...]):
+        self.literals = tuple(literals)
+        self.database = _literal_database(self.literals) if hyperscan is not None else None
+        self._idle: list = []
+
+    def present(self, data: bytes) -> set[str] | None:
+        database = self.database
+        if database is None:
+            return None
+        found: set[int] = set()
+        idle = self._idle
+        try:
+            scratch = idle.pop()        # list.pop and append are atomic: no lock needed
+        except IndexError:
+            scratch = hyperscan.Scratch(database)
+        try:
+            database.scan(data, match_event_handler=lambda pattern_id, _s, _e, _f, _c: found.add(pattern_id),
+                          scratch=scratch)
+        finally:
+            idle.append(scratch)
+        literals = self.literals
+        return {literals[pattern_id] for pattern_id in found}
+
+
+def _literal_database(literals: tuple[str, ...]):
+    if not literals or not all(literal.isascii() for literal in literals):
+        return None
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    try:
+        database.compile(expressions=[literal.encode("ascii") for literal in literals],
+                         ids=list(range(len(literals))), elements=len(literals),
+                         flags=[hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH] * len(literals),
+                         literal=True)
+    except (hyperscan.error, TypeError):
+        return None
+    return database
+
 # --- the ASCII shadow of a text ---------------------------------------------------------------
 
 def ascii_shadow(text: str) -> str:

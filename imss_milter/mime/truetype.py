@@ -18,6 +18,7 @@ import threading
 import zipfile
 from dataclasses import dataclass
 
+from ..prefilter import LiteralSet
 from .failures import INPUT_ERRORS
 
 try:
@@ -416,13 +417,22 @@ _LANGUAGE_KEYS = {language: frozenset(key for keys, _pattern in strong + weak fo
                   for language, (_mime, strong, weak) in _SCRIPT_HINTS.items()}
 
 
+# which keywords occur, in one Hyperscan pass (ASCII case ignored, as the keywords are ASCII and
+# lower-casing the Latin-1 text maps no other character onto an ASCII one); a search per keyword
+# without Hyperscan, ten times the cost on a page of text
+_SCRIPT_KEY_SET = LiteralSet(_SCRIPT_KEYS)
+
+
 def _script_language(sample: bytes) -> str | None:
-    lower = sample.decode("latin-1").lower()
-    # Which keywords occur, found in one pass over the keyword list: most text has none or a few,
-    # and a language none of whose keywords occur cannot hit.
-    present = {key for key in _SCRIPT_KEYS if key in lower}
+    # Most text has none or a few of the keywords, and a language none of whose keywords occur
+    # cannot hit.
+    present = _SCRIPT_KEY_SET.present(sample)
+    if present is None:
+        lower = sample.decode("latin-1").lower()
+        present = {key for key in _SCRIPT_KEYS if key in lower}
     if not present:
         return None
+    lower = sample.decode("latin-1").lower()
 
     def hit(keys: tuple[str, ...], pattern: re.Pattern) -> bool:
         for key in keys:
@@ -796,10 +806,16 @@ def ole2_encrypted(payload: bytes) -> bool:
     return payload.startswith(_OLE2_MAGIC) and ole2_facts(payload).encrypted
 
 
+# A regular expression, not `in`: CPython's substring search falls back to comparing at every
+# offset when the payload is full of a byte that shares its skip-table slot with one of the
+# needle's ("0" and "p" do): 130 us on 48 KB of zeros against 14 us for the regex, whatever the bytes.
+_PDF_ENCRYPT = re.compile(rb"/Encrypt")
+
+
 def pdf_encrypted(payload: bytes) -> bool:
     """A PDF whose trailer has /Encrypt (per pypdf); a damaged PDF that
     names /Encrypt counts as encrypted, since readers repair what pypdf refuses."""
-    if b"%PDF-" not in payload[:1024] or b"/Encrypt" not in payload:
+    if b"%PDF-" not in payload[:1024] or _PDF_ENCRYPT.search(payload) is None:
         return False
     from .readers import pypdf
     try:

@@ -269,6 +269,16 @@ def test_password_protected_documents_are_encrypted(name, data):
     assert part.true_type in ("document", "pdf")
 
 
+def test_encrypt_named_at_the_end_of_a_long_pdf_is_found():
+    # the search for /Encrypt covers the whole file, whatever fills it (a run of "0" bytes once made
+    # the substring search compare at every offset); a damaged PDF naming it counts as encrypted
+    data = b"%PDF-1.4\n1 0 obj << /Length 200000 >> stream\n" + b"0" * 200_000 + b"\nendstream endobj\n" \
+        + b"trailer << /Encrypt 9 0 R >>\n%%EOF\n"
+    model = parse_message(with_attachment("statement.pdf", data))
+    assert part_named(model, "statement.pdf").encrypted
+    assert FLAG_ENCRYPTED in model.flags
+
+
 def test_plain_pdf_that_mentions_encrypt_is_not_encrypted():
     # pypdf writes the "/" escaped; the same length unescaped keeps the xref offsets right
     data = pdf(subject="how to use /Encrypt").replace(b"use \\057Encrypt", b"use    /Encrypt")

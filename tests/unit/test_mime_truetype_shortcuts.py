@@ -118,7 +118,13 @@ def _script_language_every_indicator(sample: bytes):
     return None
 
 
-def test_script_guess_stopping_early_gives_the_same_language():
+@pytest.mark.parametrize("keyword_search", ["hyperscan", "per keyword"])
+def test_script_guess_stopping_early_gives_the_same_language(keyword_search, monkeypatch):
+    if keyword_search == "hyperscan":
+        if truetype._SCRIPT_KEY_SET.database is None:
+            pytest.skip("hyperscan is not installed")
+    else:
+        monkeypatch.setattr(truetype._SCRIPT_KEY_SET, "database", None)
     fragments = ["Dim x\n", 'Set o = CreateObject("WScript.Shell")\n', "End Sub\n", "Chr(65)\n",
                  "On Error Resume Next\n", "var a = 1;\n", "function f(x) {\n", "eval(s)\n",
                  "String.fromCharCode(72)\n", "x.Run(c)\n", "unescape(s)\n", "$env:TEMP\n", "IEX\n",

@@ -201,3 +201,25 @@ def test_scratches_are_reused_across_threads_and_never_shared_by_two_scans():
         worker.join()
     assert errors == [] and together == [wanted] * 240
     assert 1 <= sum(len(idle) for idle in filter_._idle.values()) <= 8
+
+
+@needs_hyperscan
+def test_literal_set_finds_exactly_the_literals_a_search_for_each_finds():
+    """LiteralSet (the script keywords of true-type detection) answers what a search for each
+    literal in the lower-cased text answers: overlapping literals, literals that are prefixes of
+    others, any ASCII case, Latin-1 letters beside them, each found once however often it occurs."""
+    literals = ("set ", "wscript", "wscript.", "wscript.createobject", "%", "$env:", "[system.", "end ", "e")
+    found = prefilter.LiteralSet(literals)
+    assert found.database is not None
+    pieces = ["Set ", "WScript", ".CreateObject", "%", "$ENV:", "[System.", "END ", "\xc9", "\xe9", "s\xe9t ",
+              "wscri", "pt", " ", "\n", "x", "\x00", "\xff"]
+    rng = random.Random(5)
+    for _ in range(2000):
+        data = "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 10))).encode("latin-1")
+        lowered = data.decode("latin-1").lower()
+        assert found.present(data) == {literal for literal in literals if literal in lowered}, data
+
+
+def test_literal_set_without_hyperscan_leaves_the_search_to_the_caller(monkeypatch):
+    monkeypatch.setattr(prefilter, "hyperscan", None)
+    assert prefilter.LiteralSet(("a", "b")).present(b"ab") is None
