@@ -119,18 +119,23 @@ class Prefilter:
             database, data = self.exact, text
         else:
             database, data = self.shadow, ascii_shadow(text)
-        idle = self._idle.setdefault(id(database), [])
-        try:
-            scratch = idle.pop()        # list.pop and append are atomic: no lock needed
-        except IndexError:
-            scratch = hyperscan.Scratch(database)
-        try:
-            database.scan(data.encode("ascii"), match_event_handler=on_match, scratch=scratch)
-        except hyperscan.ScanTerminated:
-            pass                        # on_match stopped it
-        finally:
-            idle.append(scratch)
+        _pooled_scan(database, self._idle.setdefault(id(database), []), data.encode("ascii"), on_match)
 
+
+def _pooled_scan(database, idle: list, data: bytes, on_match) -> None:
+    """database.scan(data) with a scratch from idle, given back afterwards; a scan that on_match
+    stops (it returned True) ends quietly. A hyperscan scratch serves one scan at a time: idle ones
+    wait in the list for the next scan of any thread."""
+    try:
+        scratch = idle.pop()        # list.pop and append are atomic: no lock needed
+    except IndexError:
+        scratch = hyperscan.Scratch(database)
+    try:
+        database.scan(data, match_event_handler=on_match, scratch=scratch)
+    except hyperscan.ScanTerminated:
+        pass                        # on_match stopped it
+    finally:
+        idle.append(scratch)
 
 
 class LiteralSet:
@@ -148,16 +153,7 @@ class LiteralSet:
         if database is None:
             return None
         found: set[int] = set()
-        idle = self._idle
-        try:
-            scratch = idle.pop()        # list.pop and append are atomic: no lock needed
-        except IndexError:
-            scratch = hyperscan.Scratch(database)
-        try:
-            database.scan(data, match_event_handler=lambda pattern_id, _s, _e, _f, _c: found.add(pattern_id),
-                          scratch=scratch)
-        finally:
-            idle.append(scratch)
+        _pooled_scan(database, self._idle, data, lambda pattern_id, _s, _e, _f, _c: found.add(pattern_id))
         literals = self.literals
         return {literals[pattern_id] for pattern_id in found}
 
@@ -171,9 +167,10 @@ def _literal_database(literals: tuple[str, ...]):
                          ids=list(range(len(literals))), elements=len(literals),
                          flags=[hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH] * len(literals),
                          literal=True)
-    except (hyperscan.error, TypeError):
+    except (hyperscan.error, TypeError):     # TypeError: a hyperscan without literal mode
         return None
     return database
+
 
 # --- the ASCII shadow of a text ---------------------------------------------------------------
 

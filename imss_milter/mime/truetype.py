@@ -427,12 +427,13 @@ def _script_language(sample: bytes) -> str | None:
     # Most text has none or a few of the keywords, and a language none of whose keywords occur
     # cannot hit.
     present = _SCRIPT_KEY_SET.present(sample)
-    if present is None:
-        lower = sample.decode("latin-1").lower()
-        present = {key for key in _SCRIPT_KEYS if key in lower}
-    if not present:
+    if present is not None and not present:
         return None
     lower = sample.decode("latin-1").lower()
+    if present is None:
+        present = {key for key in _SCRIPT_KEYS if key in lower}
+        if not present:
+            return None
 
     def hit(keys: tuple[str, ...], pattern: re.Pattern) -> bool:
         for key in keys:
